@@ -1,0 +1,99 @@
+"""Settings, read from ``POSTSCHED_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.errors import ConfigError
+
+DEFAULT_MAX_CHECK_INTERVAL_S = 60.0
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+# A countdown must stay well below the broker's visibility timeout, or the
+# Redis transport delivers the waiting check message a second time.
+MAX_INTERVAL_SHARE_OF_VISIBILITY = 0.5
+
+
+class WebhookSettings(BaseModel):
+    """One webhook account: where to POST and how to sign."""
+
+    url: str
+    secret: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_length: int = Field(default=65_536, gt=0)
+
+
+def default_data_dir() -> Path:
+    """Return the folder for the embedded Redis and the SQLite store."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "postsched"
+
+
+class Settings(BaseSettings):
+    """Every setting of postsched; see the README for the environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTSCHED_", extra="ignore", populate_by_name=True)
+
+    broker_url: str | None = None
+    result_backend: str | None = None
+    store_url: str | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    outbox_dir: Path | None = None
+    key_prefix: str = "postsched"
+    max_check_interval_s: float = Field(default=DEFAULT_MAX_CHECK_INTERVAL_S, gt=0, alias="POSTSCHED_MAX_CHECK_INTERVAL")
+    visibility_timeout_s: float = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0, alias="POSTSCHED_VISIBILITY_TIMEOUT")
+    claim_batch_size: int = Field(default=500, gt=0)
+    publish_batch_size: int = Field(default=50, gt=0)
+    publish_lease_s: float = Field(default=300.0, gt=0)
+    check_max_retries: int = Field(default=3, ge=0)
+    webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_not_empty(cls, value: str) -> str:
+        if not value or ":" in value:
+            raise ValueError("use a non-empty prefix without ':' such as 'postsched'")
+        return value
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        """Folder of the outbox files."""
+        return self.outbox_dir or self.data_dir / "outbox"
+
+    @property
+    def resolved_store_url(self) -> str:
+        """Store URL, the SQLite file in the data folder unless one is set."""
+        return self.store_url or f"sqlite:///{self.data_dir / 'posts.db'}"
+
+    def check_intervals(self) -> None:
+        """Raise ConfigError when the maximum check interval risks a redelivery."""
+        limit = self.visibility_timeout_s * MAX_INTERVAL_SHARE_OF_VISIBILITY
+        if self.max_check_interval_s > limit:
+            raise ConfigError(
+                f"POSTSCHED_MAX_CHECK_INTERVAL={self.max_check_interval_s:g} s is too long for the broker's "
+                f"visibility timeout of {self.visibility_timeout_s:g} s: a check message waiting longer than "
+                "the visibility timeout is delivered twice; set POSTSCHED_MAX_CHECK_INTERVAL to at most "
+                f"{limit:g} s or raise POSTSCHED_VISIBILITY_TIMEOUT"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Return the settings from the environment, with ``overrides`` on top.
+
+    Raises ConfigError naming the invalid variable.
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{_variable_name(error['loc'])}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    settings.check_intervals()
+    return settings
+
+
+def _variable_name(location: tuple[int | str, ...]) -> str:
+    name = "_".join(str(part) for part in location).upper()
+    return name if name.startswith("POSTSCHED_") else f"POSTSCHED_{name}"

@@ -1,0 +1,250 @@
+"""The post model and the validation of new posts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from scheduler.errors import ValidationError
+
+MAX_LINK_LENGTH = 2048
+
+
+class PostStatus(enum.StrEnum):
+    """Lifecycle of a post: scheduled, then publishing, then published or failed."""
+
+    SCHEDULED = "scheduled"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Post:
+    """A post and its publishing state; every datetime is UTC-aware."""
+
+    id: str
+    target: str
+    content: str
+    due_at: datetime
+    timezone: str
+    link: str | None = None
+    status: PostStatus = PostStatus.SCHEDULED
+    attempts: int = 0
+    last_error: str | None = None
+    published_at: datetime | None = None
+    external_id: str | None = None
+    attempt_id: str | None = None
+    lease_until: datetime | None = None
+    created_at: datetime = dataclasses.field(default_factory=lambda: utc_now())
+    updated_at: datetime = dataclasses.field(default_factory=lambda: utc_now())
+
+    @property
+    def publisher(self) -> str:
+        """Name of the publisher, the part of the target before the colon."""
+        return self.target.split(":", 1)[0]
+
+    @property
+    def account(self) -> str:
+        """Account of the publisher, the part of the target after the colon."""
+        return self.target.split(":", 1)[1]
+
+    @property
+    def idempotency_key(self) -> str:
+        """Key that stays the same for every attempt to publish this post."""
+        return f"postsched-{self.id}"
+
+
+class TargetRules(Protocol):
+    """What validation needs to know about publishers."""
+
+    def check_target(self, target: str) -> None:
+        """Raise ValidationError when no publisher serves ``target``."""
+
+    def max_length(self, target: str) -> int:
+        """Return the content limit of ``target``, in characters."""
+
+
+def utc_now() -> datetime:
+    """Return the current time, UTC-aware, truncated to the millisecond."""
+    return truncate_to_ms(datetime.now(UTC))
+
+
+def truncate_to_ms(moment: datetime) -> datetime:
+    """Drop sub-millisecond digits, so that every store keeps the same value.
+
+    MongoDB keeps datetimes to the millisecond; SQL stores keep microseconds.
+    """
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def new_post_id() -> str:
+    """Return a new random post id, 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def resolve_zone(name: str, field: str = "timezone") -> ZoneInfo:
+    """Return the IANA time zone called ``name``."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            field,
+            name,
+            "unknown time zone",
+            "use an IANA time zone name such as 'Europe/Berlin', 'America/New_York' or 'UTC'",
+        ) from exc
+
+
+def resolve_due_at(value: datetime | str, timezone: str | None = None) -> tuple[datetime, str]:
+    """Return ``value`` as a UTC-aware datetime, and the zone it was written in.
+
+    ``value`` is a datetime or an ISO 8601 string. A value without an offset is
+    read in ``timezone``; a wall time that the zone skips (a DST gap) or
+    repeats (a DST fold) is rejected, because guessing would publish an hour
+    early or late.
+    """
+    zone = resolve_zone(timezone) if timezone is not None else None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValidationError(
+                "due_at",
+                value,
+                "not an ISO 8601 date and time",
+                "write it like '2026-12-24T18:00:00+01:00'",
+            ) from exc
+    else:
+        parsed = value
+
+    if parsed.tzinfo is not None and parsed.utcoffset() is not None:
+        zone_name = timezone or _zone_name(parsed)
+        return truncate_to_ms(parsed.astimezone(UTC)), zone_name
+
+    if zone is None:
+        raise ValidationError(
+            "due_at",
+            value if isinstance(value, str) else value.isoformat(),
+            "no time zone given",
+            "add a UTC offset such as '+01:00', or give the time zone it is written in (--tz Europe/Berlin)",
+        )
+    return truncate_to_ms(_localize(parsed, zone)), zone.key
+
+
+def _localize(wall: datetime, zone: ZoneInfo) -> datetime:
+    earlier = wall.replace(tzinfo=zone, fold=0)
+    later = wall.replace(tzinfo=zone, fold=1)
+    round_trip = earlier.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if round_trip != wall:
+        raise ValidationError(
+            "due_at",
+            wall.isoformat(),
+            f"this time does not exist in {zone.key} (clocks skip it for daylight saving time)",
+            "pick a time outside the skipped hour, or give an explicit UTC offset",
+        )
+    if earlier.utcoffset() != later.utcoffset():
+        raise ValidationError(
+            "due_at",
+            wall.isoformat(),
+            f"this time occurs twice in {zone.key} (clocks go back for daylight saving time)",
+            "give an explicit UTC offset, such as '+02:00' for the first one",
+        )
+    return earlier.astimezone(UTC)
+
+
+def _zone_name(moment: datetime) -> str:
+    key = getattr(moment.tzinfo, "key", None)
+    if isinstance(key, str):
+        return key
+    if moment.utcoffset() == UTC.utcoffset(None):
+        return "UTC"
+    # A fixed offset has no IANA name; keep it as written, such as "UTC+01:00".
+    return moment.tzname() or "UTC"
+
+
+def validate_content(content: object, target: str, rules: TargetRules) -> str:
+    """Return ``content`` when it is a non-empty string within the target's limit."""
+    if not isinstance(content, str):
+        raise ValidationError("content", content, "not a string", "pass the post's text as a string")
+    if not content.strip():
+        raise ValidationError("content", content, "empty", "write the text of the post")
+    if "\x00" in content:
+        raise ValidationError("content", content, "contains a NUL character", "remove the NUL (\\x00) characters")
+    limit = rules.max_length(target)
+    if len(content) > limit:
+        raise ValidationError(
+            "content",
+            content,
+            f"{len(content)} characters, over the limit of {limit} for {target}",
+            f"shorten it to {limit} characters or fewer",
+        )
+    return content
+
+
+def validate_link(link: object) -> str | None:
+    """Return ``link`` when it is empty or an absolute http(s) URL."""
+    if link is None or link == "":
+        return None
+    if not isinstance(link, str):
+        raise ValidationError("link", link, "not a string", "pass the link as a string")
+    parts = urlsplit(link)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in link):
+        raise ValidationError("link", link, "not an absolute http(s) URL", "write it like 'https://example.org/page'")
+    if len(link) > MAX_LINK_LENGTH:
+        raise ValidationError(
+            "link", link, f"{len(link)} characters long", f"use a link of {MAX_LINK_LENGTH} characters or fewer"
+        )
+    return link
+
+
+def validate_target(target: object, rules: TargetRules) -> str:
+    """Return ``target`` when a publisher serves it."""
+    if not isinstance(target, str) or ":" not in target:
+        raise ValidationError(
+            "target",
+            target,
+            "not of the form PUBLISHER:ACCOUNT",
+            "write it like 'outbox:main' or 'webhook:alerts'",
+        )
+    rules.check_target(target)
+    return target
+
+
+def new_post(
+    *,
+    target: object,
+    content: object,
+    due_at: datetime | str,
+    rules: TargetRules,
+    timezone: str | None = None,
+    link: object = None,
+    post_id: str | None = None,
+    now: datetime | None = None,
+) -> Post:
+    """Validate the fields of a new post and return it, status ``scheduled``.
+
+    Raises ValidationError, naming the field, the value and the fix.
+    """
+    checked_target = validate_target(target, rules)
+    checked_content = validate_content(content, checked_target, rules)
+    checked_link = validate_link(link)
+    due_utc, zone_name = resolve_due_at(due_at, timezone)
+    created = now or utc_now()
+    return Post(
+        id=post_id or new_post_id(),
+        target=checked_target,
+        content=checked_content,
+        link=checked_link,
+        due_at=due_utc,
+        timezone=zone_name,
+        created_at=created,
+        updated_at=created,
+    )

@@ -1,0 +1,51 @@
+"""Publishers, one per kind of target, and the registry that picks them."""
+
+from __future__ import annotations
+
+from scheduler.config import Settings
+from scheduler.errors import ValidationError
+from scheduler.publishers.base import Publisher, PublishResult
+from scheduler.publishers.outbox import OutboxPublisher
+from scheduler.publishers.webhook import WebhookPublisher
+
+__all__ = ["Publisher", "PublishResult", "Publishers"]
+
+
+class Publishers:
+    """The publishers configured by ``settings``, looked up by target.
+
+    A target is ``PUBLISHER:ACCOUNT``, such as ``outbox:main``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        outbox = OutboxPublisher(settings.resolved_outbox_dir)
+        webhook = WebhookPublisher(settings.webhooks)
+        self._by_name: dict[str, Publisher] = {outbox.name: outbox, webhook.name: webhook}
+
+    def for_target(self, target: str) -> Publisher:
+        """Return the publisher of ``target``; raise ValidationError if none serves it."""
+        name, _, account = target.partition(":")
+        publisher = self._by_name.get(name)
+        if publisher is None:
+            known = ", ".join(sorted(self._by_name))
+            raise ValidationError(
+                "target",
+                target,
+                f"unknown publisher {name!r}",
+                f"use one of: {known}, such as 'outbox:main'",
+            )
+        publisher.check_account(account)
+        return publisher
+
+    def check_target(self, target: str) -> None:
+        """Raise ValidationError when no publisher serves ``target``."""
+        self.for_target(target)
+
+    def max_length(self, target: str) -> int:
+        """Return the content limit of ``target``, in characters."""
+        return self.for_target(target).max_length(target.partition(":")[2])
+
+    def close(self) -> None:
+        """Release what every publisher holds."""
+        for publisher in self._by_name.values():
+            publisher.close()

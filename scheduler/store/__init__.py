@@ -1,0 +1,1 @@
+"""Post stores, chosen by URL: SQL through SQLAlchemy Core, or MongoDB."""

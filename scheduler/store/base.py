@@ -1,0 +1,93 @@
+"""The interface every post store implements.
+
+The store is the source of truth: the broker only wakes the check chain up.
+Every method that changes posts is atomic on its own, so two processes that
+claim at the same time never get the same post.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime
+
+from scheduler.model import Post, PostStatus
+
+
+class Store(abc.ABC):
+    """A place where posts are kept; see the implementations for the backends.
+
+    Methods raise StoreUnavailableError when the backend cannot be reached,
+    PostNotFoundError for an unknown id and InvalidStateError when the post's
+    status does not allow the change.
+    """
+
+    @abc.abstractmethod
+    def add(self, posts: Sequence[Post]) -> None:
+        """Insert ``posts`` all together, or none of them when any insert fails."""
+
+    @abc.abstractmethod
+    def get(self, post_id: str) -> Post:
+        """Return the post with id ``post_id``."""
+
+    @abc.abstractmethod
+    def list(
+        self,
+        *,
+        status: PostStatus | None = None,
+        target: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = 100,
+    ) -> list[Post]:
+        """Return posts ordered by due time, filtered by status, target and ids."""
+
+    @abc.abstractmethod
+    def cancel(self, post_id: str, now: datetime) -> Post:
+        """Set a scheduled post to ``cancelled`` and return it."""
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int, attempt_id: str, lease_until: datetime) -> list[Post]:
+        """Move at most ``limit`` posts due at ``now`` from scheduled to publishing.
+
+        Claims the earliest due first, sets ``attempt_id`` and ``lease_until`` on
+        them and counts one more attempt. A post is claimed by one caller only.
+        """
+
+    @abc.abstractmethod
+    def mark_published(
+        self,
+        post_id: str,
+        attempt_id: str,
+        published_at: datetime,
+        external_id: str | None,
+    ) -> bool:
+        """Set a publishing post to ``published``.
+
+        Returns False, changing nothing, when the post is not ``publishing``
+        under ``attempt_id`` any more.
+        """
+
+    @abc.abstractmethod
+    def mark_failed(self, post_id: str, attempt_id: str, error: str, now: datetime) -> bool:
+        """Set a publishing post to ``failed`` with ``error`` as its last error.
+
+        Returns False, changing nothing, when the post is not ``publishing``
+        under ``attempt_id`` any more.
+        """
+
+    @abc.abstractmethod
+    def next_due_at(self) -> datetime | None:
+        """Return the due time of the earliest scheduled post, or None."""
+
+    @abc.abstractmethod
+    def count_by_status(self) -> dict[PostStatus, int]:
+        """Return the number of posts in each status."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connections of the store."""
+
+    @property
+    @abc.abstractmethod
+    def display_url(self) -> str:
+        """URL of the store with any password masked, for logs and messages."""
