@@ -35,7 +35,9 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting of postsched; see the README for the environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="POSTSCHED_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="POSTSCHED_", extra="ignore", populate_by_name=True
+    )
 
     broker_url: str | None = None
     result_backend: str | None = None
@@ -43,12 +45,23 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     outbox_dir: Path | None = None
     key_prefix: str = "postsched"
-    max_check_interval_s: float = Field(default=DEFAULT_MAX_CHECK_INTERVAL_S, gt=0, alias="POSTSCHED_MAX_CHECK_INTERVAL")
-    visibility_timeout_s: float = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0, alias="POSTSCHED_VISIBILITY_TIMEOUT")
+    max_check_interval_s: float = Field(
+        default=DEFAULT_MAX_CHECK_INTERVAL_S, gt=0, alias="POSTSCHED_MAX_CHECK_INTERVAL"
+    )
+    visibility_timeout_s: float = Field(
+        default=DEFAULT_VISIBILITY_TIMEOUT_S, gt=0, alias="POSTSCHED_VISIBILITY_TIMEOUT"
+    )
     claim_batch_size: int = Field(default=500, gt=0)
     publish_batch_size: int = Field(default=50, gt=0)
-    publish_lease_s: float = Field(default=300.0, gt=0)
-    check_max_retries: int = Field(default=3, ge=0)
+    publish_lease_s: float = Field(default=300.0, gt=0, alias="POSTSCHED_PUBLISH_LEASE")
+    check_max_retries: int = Field(default=3, ge=0, alias="POSTSCHED_CHECK_MAX_RETRIES")
+    watchdog_interval_s: float = Field(
+        default=10.0, gt=0, alias="POSTSCHED_WATCHDOG_INTERVAL"
+    )
+    lost_check_grace_s: float = Field(
+        default=30.0, gt=0, alias="POSTSCHED_LOST_CHECK_GRACE"
+    )
+    check_lease_s: float = Field(default=30.0, gt=0, alias="POSTSCHED_CHECK_LEASE")
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
 
     @field_validator("key_prefix")
@@ -88,7 +101,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(f"{_variable_name(error['loc'])}: {error['msg']}" for error in exc.errors())
+        problems = "; ".join(
+            f"{_variable_name(error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
         raise ConfigError(f"invalid settings: {problems}") from exc
     settings.check_intervals()
     return settings

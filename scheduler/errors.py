@@ -53,7 +53,9 @@ class ImportFileError(PostschedError):
         self.errors = errors
         lines = [f"{path}: {len(errors)} invalid row(s), nothing imported"]
         lines += [str(error) for error in errors]
-        lines.append("fix the rows above, or pass --skip-invalid to import the valid rows")
+        lines.append(
+            "fix the rows above, or pass --skip-invalid to import the valid rows"
+        )
         super().__init__("\n".join(lines))
 
 
@@ -79,7 +81,9 @@ class PostNotFoundError(StoreError):
 
     def __init__(self, post_id: str) -> None:
         self.post_id = post_id
-        super().__init__(f"post {post_id} not found; run 'postsched list' to see the stored ids")
+        super().__init__(
+            f"post {post_id} not found; run 'postsched list' to see the stored ids"
+        )
 
 
 class InvalidStateError(StoreError):
@@ -88,7 +92,9 @@ class InvalidStateError(StoreError):
     def __init__(self, post_id: str, status: str, operation: str, allowed: str) -> None:
         self.post_id = post_id
         self.status = status
-        super().__init__(f"cannot {operation} post {post_id}: it is {status}, and only {allowed} posts can be changed")
+        super().__init__(
+            f"cannot {operation} post {post_id}: it is {status}, and only {allowed} posts can be changed"
+        )
 
 
 class PublishError(PostschedError):

@@ -103,7 +103,9 @@ def resolve_zone(name: str, field: str = "timezone") -> ZoneInfo:
         ) from exc
 
 
-def resolve_due_at(value: datetime | str, timezone: str | None = None) -> tuple[datetime, str]:
+def resolve_due_at(
+    value: datetime | str, timezone: str | None = None
+) -> tuple[datetime, str]:
     """Return ``value`` as a UTC-aware datetime, and the zone it was written in.
 
     ``value`` is a datetime or an ISO 8601 string. A value without an offset is
@@ -173,11 +175,18 @@ def _zone_name(moment: datetime) -> str:
 def validate_content(content: object, target: str, rules: TargetRules) -> str:
     """Return ``content`` when it is a non-empty string within the target's limit."""
     if not isinstance(content, str):
-        raise ValidationError("content", content, "not a string", "pass the post's text as a string")
+        raise ValidationError(
+            "content", content, "not a string", "pass the post's text as a string"
+        )
     if not content.strip():
         raise ValidationError("content", content, "empty", "write the text of the post")
     if "\x00" in content:
-        raise ValidationError("content", content, "contains a NUL character", "remove the NUL (\\x00) characters")
+        raise ValidationError(
+            "content",
+            content,
+            "contains a NUL character",
+            "remove the NUL (\\x00) characters",
+        )
     limit = rules.max_length(target)
     if len(content) > limit:
         raise ValidationError(
@@ -196,11 +205,23 @@ def validate_link(link: object) -> str | None:
     if not isinstance(link, str):
         raise ValidationError("link", link, "not a string", "pass the link as a string")
     parts = urlsplit(link)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in link):
-        raise ValidationError("link", link, "not an absolute http(s) URL", "write it like 'https://example.org/page'")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or any(c.isspace() for c in link)
+    ):
+        raise ValidationError(
+            "link",
+            link,
+            "not an absolute http(s) URL",
+            "write it like 'https://example.org/page'",
+        )
     if len(link) > MAX_LINK_LENGTH:
         raise ValidationError(
-            "link", link, f"{len(link)} characters long", f"use a link of {MAX_LINK_LENGTH} characters or fewer"
+            "link",
+            link,
+            f"{len(link)} characters long",
+            f"use a link of {MAX_LINK_LENGTH} characters or fewer",
         )
     return link
 

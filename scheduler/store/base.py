@@ -31,7 +31,7 @@ class Store(abc.ABC):
         """Return the post with id ``post_id``."""
 
     @abc.abstractmethod
-    def list(
+    def list_posts(
         self,
         *,
         status: PostStatus | None = None,
@@ -46,7 +46,9 @@ class Store(abc.ABC):
         """Set a scheduled post to ``cancelled`` and return it."""
 
     @abc.abstractmethod
-    def claim_due(self, now: datetime, limit: int, attempt_id: str, lease_until: datetime) -> list[Post]:
+    def claim_due(
+        self, now: datetime, limit: int, attempt_id: str, lease_until: datetime
+    ) -> list[Post]:
         """Move at most ``limit`` posts due at ``now`` from scheduled to publishing.
 
         Claims the earliest due first, sets ``attempt_id`` and ``lease_until`` on
@@ -68,7 +70,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def mark_failed(self, post_id: str, attempt_id: str, error: str, now: datetime) -> bool:
+    def mark_failed(
+        self, post_id: str, attempt_id: str, error: str, now: datetime
+    ) -> bool:
         """Set a publishing post to ``failed`` with ``error`` as its last error.
 
         Returns False, changing nothing, when the post is not ``publishing``

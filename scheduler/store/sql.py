@@ -1,0 +1,379 @@
+"""The SQL store on SQLAlchemy Core: SQLite and PostgreSQL through one code path."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+
+from scheduler.errors import (
+    InvalidStateError,
+    PostNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
+from scheduler.model import Post, PostStatus
+from scheduler.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DuplicatePostError(StoreError):
+    """Raised when a post with the same id is already stored."""
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A datetime column that takes and returns UTC-aware datetimes only."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value.isoformat()} given to the store; pass a UTC-aware datetime"
+            )
+        utc = value.astimezone(UTC)
+        # SQLite has no time zone type: it keeps naive UTC text, which sorts right.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+posts = sa.Table(
+    "posts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("link", sa.Text),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("published_at", UTCDateTime),
+    sa.Column("external_id", sa.Text),
+    sa.Column("attempt_id", sa.String(64)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_posts_status_due_at", "status", "due_at"),
+    sa.Index("ix_posts_status_lease_until", "status", "lease_until"),
+)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+)
+
+
+class SqlStore(Store):
+    """Posts in a SQL database: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB``.
+
+    ``schema`` selects a PostgreSQL schema other than the default search path.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self._display_url = parsed.render_as_string(hide_password=True)
+        self._engine = self._create_engine(parsed, schema)
+        with self._translate_errors("create the schema"):
+            metadata.create_all(self._engine)
+            with self._engine.begin() as connection:
+                if (
+                    connection.execute(
+                        sa.select(sa.func.count()).select_from(schema_version)
+                    ).scalar_one()
+                    == 0
+                ):
+                    connection.execute(
+                        schema_version.insert().values(version=SCHEMA_VERSION)
+                    )
+
+    @property
+    def display_url(self) -> str:
+        """URL of the store with the password masked."""
+        return self._display_url
+
+    def _create_engine(self, url: sa.URL, schema: str | None) -> Engine:
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            )
+            sa.event.listen(engine, "connect", _configure_sqlite)
+            sa.event.listen(engine, "begin", _begin_immediate)
+            return engine
+        connect_args: dict[str, Any] = {"connect_timeout": 5}
+        if schema is not None:
+            connect_args["options"] = f"-csearch_path={schema}"
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    @contextmanager
+    def _translate_errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailableError(
+                f"could not {operation} in the store at {self._display_url}: {_first_line(exc)}; "
+                "check that the database server is running and POSTSCHED_STORE_URL is right"
+            ) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailableError(
+                    f"lost the connection to the store at {self._display_url} during {operation}: {_first_line(exc)}"
+                ) from exc
+            raise
+
+    @contextmanager
+    def _transaction(self, operation: str) -> Iterator[Connection]:
+        with self._translate_errors(operation), self._engine.begin() as connection:
+            yield connection
+
+    def add(self, new_posts: Sequence[Post]) -> None:
+        """Insert ``new_posts`` in one transaction."""
+        if not new_posts:
+            return
+        rows = [_to_row(post) for post in new_posts]
+        try:
+            with self._transaction("add posts") as connection:
+                connection.execute(posts.insert(), rows)
+        except IntegrityError as exc:
+            ids = [post.id for post in new_posts]
+            with self._transaction("find duplicate ids") as connection:
+                taken = (
+                    connection.execute(sa.select(posts.c.id).where(posts.c.id.in_(ids)))
+                    .scalars()
+                    .all()
+                )
+            duplicates = sorted(set(taken)) or sorted(
+                {i for i in ids if ids.count(i) > 1}
+            )
+            raise DuplicatePostError(
+                f"post id(s) {', '.join(duplicates)} already stored; nothing was added, use new ids"
+            ) from exc
+
+    def get(self, post_id: str) -> Post:
+        """Return the post ``post_id``."""
+        with self._transaction("read a post") as connection:
+            row = (
+                connection.execute(sa.select(posts).where(posts.c.id == post_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise PostNotFoundError(post_id)
+        return _from_row(row)
+
+    def list_posts(
+        self,
+        *,
+        status: PostStatus | None = None,
+        target: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = 100,
+    ) -> list[Post]:
+        """Return posts ordered by due time."""
+        query = sa.select(posts).order_by(posts.c.due_at, posts.c.id)
+        if status is not None:
+            query = query.where(posts.c.status == str(status))
+        if target is not None:
+            query = query.where(posts.c.target == target)
+        if ids is not None:
+            query = query.where(posts.c.id.in_(list(ids)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._transaction("list posts") as connection:
+            return [_from_row(row) for row in connection.execute(query).mappings()]
+
+    def cancel(self, post_id: str, now: datetime) -> Post:
+        """Cancel a scheduled post."""
+        with self._transaction("cancel a post") as connection:
+            row = (
+                connection.execute(
+                    posts.update()
+                    .where(
+                        posts.c.id == post_id,
+                        posts.c.status == str(PostStatus.SCHEDULED),
+                    )
+                    .values(status=str(PostStatus.CANCELLED), updated_at=now)
+                    .returning(*posts.c)
+                )
+                .mappings()
+                .first()
+            )
+        if row is not None:
+            return _from_row(row)
+        current = self.get(post_id)
+        raise InvalidStateError(post_id, current.status, "cancel", "scheduled")
+
+    def claim_due(
+        self, now: datetime, limit: int, attempt_id: str, lease_until: datetime
+    ) -> list[Post]:
+        """Claim up to ``limit`` due posts in one UPDATE ... RETURNING statement.
+
+        On PostgreSQL the subquery locks its rows FOR UPDATE SKIP LOCKED, so
+        concurrent claimers take different posts instead of waiting; SQLite
+        runs one writer at a time, and the outer status check keeps a post from
+        being claimed twice on both.
+        """
+        due = (
+            sa.select(posts.c.id)
+            .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at <= now)
+            .order_by(posts.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = (
+            posts.update()
+            .where(posts.c.id.in_(due), posts.c.status == str(PostStatus.SCHEDULED))
+            .values(
+                status=str(PostStatus.PUBLISHING),
+                attempt_id=attempt_id,
+                lease_until=lease_until,
+                attempts=posts.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(*posts.c)
+        )
+        with self._transaction("claim due posts") as connection:
+            claimed = [
+                _from_row(row) for row in connection.execute(statement).mappings()
+            ]
+        return sorted(claimed, key=lambda post: (post.due_at, post.id))
+
+    def mark_published(
+        self,
+        post_id: str,
+        attempt_id: str,
+        published_at: datetime,
+        external_id: str | None,
+    ) -> bool:
+        """Set a post claimed under ``attempt_id`` to published."""
+        return self._finish(
+            post_id,
+            attempt_id,
+            "mark a post published",
+            status=str(PostStatus.PUBLISHED),
+            published_at=published_at,
+            external_id=external_id,
+            lease_until=None,
+            updated_at=published_at,
+        )
+
+    def mark_failed(
+        self, post_id: str, attempt_id: str, error: str, now: datetime
+    ) -> bool:
+        """Set a post claimed under ``attempt_id`` to failed."""
+        return self._finish(
+            post_id,
+            attempt_id,
+            "mark a post failed",
+            status=str(PostStatus.FAILED),
+            last_error=error,
+            lease_until=None,
+            updated_at=now,
+        )
+
+    def _finish(
+        self, post_id: str, attempt_id: str, operation: str, **values: Any
+    ) -> bool:
+        statement = (
+            posts.update()
+            .where(
+                posts.c.id == post_id,
+                posts.c.status == str(PostStatus.PUBLISHING),
+                posts.c.attempt_id == attempt_id,
+            )
+            .values(**values)
+        )
+        with self._transaction(operation) as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def next_due_at(self) -> datetime | None:
+        """Return the due time of the earliest scheduled post."""
+        query = sa.select(sa.func.min(posts.c.due_at)).where(
+            posts.c.status == str(PostStatus.SCHEDULED)
+        )
+        with self._transaction("find the next due time") as connection:
+            value = connection.execute(query).scalar_one_or_none()
+        if value is None:
+            return None
+        # An aggregate loses the column type on SQLite, which returns text.
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return UTCDateTime().process_result_value(value, self._engine.dialect)
+
+    def count_by_status(self) -> dict[PostStatus, int]:
+        """Return the number of posts in each status."""
+        query = sa.select(posts.c.status, sa.func.count()).group_by(posts.c.status)
+        with self._transaction("count posts") as connection:
+            rows = connection.execute(query).all()
+        return {PostStatus(status): count for status, count in rows}
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self._engine.dispose()
+
+
+def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    # pysqlite's own transaction handling is turned off, so that "begin" below
+    # can take the write lock at the start of every transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
+    # that reads first and then writes can fail with "database is locked"
+    # without waiting for the busy timeout.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _to_row(post: Post) -> dict[str, Any]:
+    row = {name: getattr(post, name) for name in posts.c.keys()}  # noqa: SIM118 - a column collection iterates columns
+    row["status"] = str(post.status)
+    return row
+
+
+def _from_row(row: Any) -> Post:
+    values = dict(row)
+    values["status"] = PostStatus(values["status"])
+    return Post(**values)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
