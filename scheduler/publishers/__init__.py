@@ -20,7 +20,10 @@ class Publishers:
     def __init__(self, settings: Settings) -> None:
         outbox = OutboxPublisher(settings.resolved_outbox_dir)
         webhook = WebhookPublisher(settings.webhooks)
-        self._by_name: dict[str, Publisher] = {outbox.name: outbox, webhook.name: webhook}
+        self._by_name: dict[str, Publisher] = {
+            outbox.name: outbox,
+            webhook.name: webhook,
+        }
 
     def for_target(self, target: str) -> Publisher:
         """Return the publisher of ``target``; raise ValidationError if none serves it."""
