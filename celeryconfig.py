@@ -1,0 +1,34 @@
+"""Celery settings of postsched.
+
+The broker URL, result backend, store URL and maximum check interval come
+from the POSTSCHED_* environment variables (see the README), which override
+``broker_url`` and ``result_backend`` when set here. With neither set, the
+embedded Redis is both broker and result backend.
+"""
+
+from kombu import Queue
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# A check that is running reports STARTED, so a newer post never revokes it.
+task_track_started = True
+result_expires = 3600
+
+# Redis pops the queues in this order, so a check is never stuck behind a
+# backlog of publishing messages.
+task_queues = [Queue("postsched.check"), Queue("postsched.publish")]
+task_default_queue = "postsched.publish"
+task_routes = {
+    "postsched.check_due_posts": {"queue": "postsched.check"},
+    "postsched.publish_posts": {"queue": "postsched.publish"},
+}
+
+worker_prefetch_multiplier = 4
+worker_send_task_events = True
+task_send_sent_event = True
+broker_connection_retry_on_startup = True

@@ -1,0 +1,105 @@
+"""What one check does: claim the due posts, hand them over, schedule the next."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from scheduler.chain import Chain
+from scheduler.model import utc_now
+from scheduler.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+# Receives one batch of claimed post ids and the attempt id they were claimed under.
+Dispatch = Callable[[str, Sequence[str]], None]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check did, returned as the task's result."""
+
+    superseded: bool
+    claimed: int = 0
+    successor_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the result as a JSON-serialisable dict."""
+        return {
+            "superseded": self.superseded,
+            "claimed": self.claimed,
+            "successor_id": self.successor_id,
+        }
+
+
+def run_check(
+    task_id: str,
+    *,
+    store: Store,
+    chain: Chain,
+    dispatch: Dispatch,
+    claim_batch_size: int,
+    publish_batch_size: int,
+    publish_lease_s: float,
+) -> CheckResult:
+    """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
+
+    A check that is not the recorded one exits before claiming anything.
+    Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
+    of ``publish_batch_size``, because one task message per post would cap a
+    burst at the rate the broker and the pool can move tasks.
+    """
+    if not chain.is_current(task_id):
+        logger.info(
+            "check %s is not the recorded check; exiting without claiming", task_id
+        )
+        return CheckResult(superseded=True)
+
+    chain.hold_lease(task_id)
+    try:
+        claimed = _claim_and_dispatch(
+            task_id,
+            store,
+            chain,
+            dispatch,
+            claim_batch_size,
+            publish_batch_size,
+            publish_lease_s,
+        )
+        successor_id = chain.succeed(task_id, store.next_due_at(), utc_now())
+    finally:
+        chain.release_lease(task_id)
+    return CheckResult(superseded=False, claimed=claimed, successor_id=successor_id)
+
+
+def _claim_and_dispatch(
+    task_id: str,
+    store: Store,
+    chain: Chain,
+    dispatch: Dispatch,
+    claim_batch_size: int,
+    publish_batch_size: int,
+    publish_lease_s: float,
+) -> int:
+    claimed = 0
+    while True:
+        now = utc_now()
+        attempt_id = uuid.uuid4().hex
+        posts = store.claim_due(
+            now, claim_batch_size, attempt_id, now + timedelta(seconds=publish_lease_s)
+        )
+        ids = [post.id for post in posts]
+        for start in range(0, len(ids), publish_batch_size):
+            # NOTE: a dispatch that fails leaves its posts in ``publishing``
+            # until their lease runs out.
+            dispatch(attempt_id, ids[start : start + publish_batch_size])
+        claimed += len(ids)
+        if len(ids) < claim_batch_size:
+            break
+        chain.hold_lease(task_id)
+    if claimed:
+        logger.info("check %s claimed %d due post(s)", task_id, claimed)
+    return claimed

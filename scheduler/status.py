@@ -1,0 +1,92 @@
+"""The operator's view of the chain and the store: ``postsched status``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.chain import Chain, CheckRecord
+from scheduler.model import Post, PostStatus
+from scheduler.store.base import Store
+
+# A post this late with no live check means the chain is down, not just busy.
+OVERDUE_TOLERANCE_S = 5.0
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """The recorded check, the next due post and the counts by status."""
+
+    now: datetime
+    check: CheckRecord | None
+    check_state: str | None
+    check_lease_live: bool
+    next_post: Post | None
+    counts: dict[PostStatus, int]
+    lost_grace_s: float
+
+    @property
+    def oldest_overdue_s(self) -> float:
+        """Seconds the earliest scheduled post is past its due time, or 0."""
+        if self.next_post is None:
+            return 0.0
+        return max((self.now - self.next_post.due_at).total_seconds(), 0.0)
+
+    @property
+    def check_alive(self) -> bool:
+        """Whether a recorded check is waiting for its ETA, running, or only just late."""
+        if self.check is None:
+            return False
+        if self.check_lease_live:
+            return True
+        return (self.now - self.check.eta).total_seconds() <= self.lost_grace_s
+
+    @property
+    def healthy(self) -> bool:
+        """False when posts are overdue and no live check will claim them."""
+        return self.check_alive or self.oldest_overdue_s <= OVERDUE_TOLERANCE_S
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the report as a JSON-serialisable dict."""
+        check = None
+        if self.check is not None:
+            check = {
+                "task_id": self.check.task_id,
+                "eta": self.check.eta.isoformat(),
+                "state": self.check_state,
+                "lease_live": self.check_lease_live,
+            }
+        next_post = None
+        if self.next_post is not None:
+            next_post = {
+                "id": self.next_post.id,
+                "due_at": self.next_post.due_at.isoformat(),
+            }
+        return {
+            "healthy": self.healthy,
+            "check": check,
+            "check_alive": self.check_alive,
+            "next_post": next_post,
+            "oldest_overdue_s": round(self.oldest_overdue_s, 3),
+            "counts": {str(status): count for status, count in self.counts.items()},
+        }
+
+
+def read_status(store: Store, chain: Chain, now: datetime) -> StatusReport:
+    """Collect the status report from the store and the chain's record."""
+    record = chain.current()
+    state = None
+    lease_live = False
+    if record is not None:
+        lease_live = chain.is_running(record.task_id)
+        state = chain.check_state(record.task_id)
+    upcoming = store.list_posts(status=PostStatus.SCHEDULED, limit=1)
+    return StatusReport(
+        now=now,
+        check=record,
+        check_state=state,
+        check_lease_live=lease_live,
+        next_post=upcoming[0] if upcoming else None,
+        counts=store.count_by_status(),
+        lost_grace_s=chain.lost_grace_s,
+    )

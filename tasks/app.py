@@ -1,0 +1,157 @@
+"""Creation of the Celery app, and the per-process objects its tasks use."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import redis
+from celery import Celery
+
+from scheduler.chain import Chain
+from scheduler.config import Settings, load_settings
+from scheduler.embedded import EmbeddedRedis
+from scheduler.keys import CHECK_QUEUE, CHECK_TASK_NAME, RedisKeys
+from scheduler.publishers import Publishers
+from scheduler.service import PostService
+from scheduler.store import open_store
+from scheduler.store.base import Store
+from scheduler.urls import is_redis_url, redis_py_url
+from tasks.definitions import register_tasks
+from tasks.watchdog import ChainWatchdog
+
+logger = logging.getLogger(__name__)
+
+
+class PostschedCelery(Celery):
+    """A Celery app that carries postsched's settings and per-process runtime."""
+
+    def __init__(
+        self, settings: Settings, embedded: EmbeddedRedis | None, **kwargs: Any
+    ) -> None:
+        super().__init__("postsched", **kwargs)
+        self.settings = settings
+        self.embedded = embedded
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """Store, publishers and chain of this process, created on first use after a fork."""
+        if self._runtime is None or self._runtime.pid != os.getpid():
+            self._runtime = Runtime(self)
+        return self._runtime
+
+
+class Runtime:
+    """Connections of one process: never shared across a fork."""
+
+    def __init__(self, app: PostschedCelery) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.pid = os.getpid()
+
+    @cached_property
+    def store(self) -> Store:
+        """The post store."""
+        return open_store(self.settings.resolved_store_url)
+
+    @cached_property
+    def publishers(self) -> Publishers:
+        """The configured publishers."""
+        return Publishers(self.settings)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """Client of the Redis that records the check chain: the result backend's."""
+        return redis.Redis.from_url(redis_py_url(str(self.app.conf.result_backend)))
+
+    @cached_property
+    def chain(self) -> Chain:
+        """The check chain."""
+        return Chain(
+            self.redis,
+            RedisKeys(self.settings.key_prefix),
+            CeleryCheckTasks(self.app),
+            self.settings.max_check_interval_s,
+            lost_grace_s=self.settings.lost_check_grace_s,
+            lease_s=self.settings.check_lease_s,
+        )
+
+    @cached_property
+    def service(self) -> PostService:
+        """Scheduling, listing and cancelling posts."""
+        return PostService(self.store, self.publishers, self.chain)
+
+    def close(self) -> None:
+        """Close every connection opened so far."""
+        for name in ("store", "publishers", "redis"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
+        self.__dict__.pop("chain", None)
+        self.__dict__.pop("service", None)
+
+
+class CeleryCheckTasks:
+    """Sends, inspects and revokes check tasks through a Celery app."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send_check(
+        self, task_id: str, countdown_s: float, due_at: datetime | None
+    ) -> None:
+        """Send check ``task_id`` to run in ``countdown_s`` seconds."""
+        self.app.send_task(
+            CHECK_TASK_NAME, task_id=task_id, countdown=countdown_s, queue=CHECK_QUEUE
+        )
+        reason = (
+            f"for the post due at {due_at.isoformat()}"
+            if due_at
+            else "to keep the chain alive"
+        )
+        logger.info("scheduled check %s in %.3f s %s", task_id, countdown_s, reason)
+
+    def check_state(self, task_id: str) -> str:
+        """Return the Celery state of check ``task_id``."""
+        return str(self.app.AsyncResult(task_id).state)
+
+    def revoke_check(self, task_id: str) -> None:
+        """Ask the workers to drop check ``task_id``."""
+        self.app.control.revoke(task_id)
+
+
+def create_app(settings: Settings | None = None) -> PostschedCelery:
+    """Create the Celery app from ``celeryconfig`` and the POSTSCHED_* settings.
+
+    Starts, or attaches to, the embedded Redis when no broker URL is set.
+    """
+    settings = settings or load_settings()
+    embedded = None
+    broker_url = settings.broker_url
+    result_backend = settings.result_backend
+    if broker_url is None or (result_backend is None and not is_redis_url(broker_url)):
+        embedded = EmbeddedRedis(settings.data_dir)
+        embedded.ensure_running()
+    broker_url = broker_url or (embedded.url if embedded else None)
+    if result_backend is None:
+        result_backend = broker_url if broker_url and is_redis_url(broker_url) else None
+        result_backend = result_backend or (embedded.url if embedded else None)
+
+    app = PostschedCelery(settings, embedded)
+    app.config_from_object("celeryconfig")
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=result_backend,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s
+        },
+    )
+    redis_py_url(result_backend or "")
+
+    register_tasks(app)
+    app.steps["consumer"].add(ChainWatchdog)
+    return app

@@ -1,0 +1,121 @@
+"""The Celery tasks: the check that claims due posts, and publishing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import kombu.exceptions
+import redis
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from scheduler.check import run_check
+from scheduler.errors import StoreUnavailableError
+from scheduler.keys import CHECK_TASK_NAME, PUBLISH_QUEUE, PUBLISH_TASK_NAME
+from scheduler.publishing import publish_claimed
+
+if TYPE_CHECKING:
+    from tasks.app import PostschedCelery
+
+logger = logging.getLogger(__name__)
+
+# Errors that pass when the store or the broker comes back.
+TRANSIENT_ERRORS = (
+    StoreUnavailableError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+RETRY_BACKOFF_S = 1
+RETRY_BACKOFF_MAX_S = 4
+
+
+class CheckTask(Task):  # type: ignore[misc]
+    """Base of the check task: logs retries and clears the chain when they run out."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        delay_s = get_exponential_backoff_interval(
+            factor=RETRY_BACKOFF_S,
+            retries=self.request.retries,
+            maximum=RETRY_BACKOFF_MAX_S,
+            full_jitter=False,
+        )
+        logger.info(
+            "check %s failed (%s); retrying in %s s, attempt %d of %d",
+            task_id,
+            exc,
+            delay_s,
+            self.request.retries + 1,
+            self.max_retries,
+        )
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        app: PostschedCelery = self.app
+        try:
+            cleared = app.runtime.chain.clear(task_id)
+        except redis.RedisError as clear_exc:
+            logger.error(
+                "check %s failed (%r) and the chain record could not be cleared: %s",
+                task_id,
+                exc,
+                clear_exc,
+            )
+            return
+        logger.error(
+            "check %s failed after %d retries: %r; %s",
+            task_id,
+            self.request.retries,
+            exc,
+            "cleared the chain, so the next scheduled post or worker start re-arms it"
+            if cleared
+            else "another check is recorded, so the chain goes on",
+        )
+
+
+def register_tasks(app: PostschedCelery) -> None:
+    """Register the postsched tasks on ``app``."""
+    settings = app.settings
+
+    @app.task(
+        bind=True,
+        base=CheckTask,
+        name=CHECK_TASK_NAME,
+        shared=False,
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=RETRY_BACKOFF_S,
+        retry_backoff_max=RETRY_BACKOFF_MAX_S,
+        retry_jitter=False,
+        max_retries=settings.check_max_retries,
+    )
+    def check_due_posts(self: Task) -> dict[str, object]:
+        runtime = app.runtime
+
+        def dispatch(attempt_id: str, post_ids: Sequence[str]) -> None:
+            app.send_task(
+                PUBLISH_TASK_NAME,
+                args=[attempt_id, list(post_ids)],
+                queue=PUBLISH_QUEUE,
+                argsrepr=f"({len(post_ids)} post(s): {', '.join(post_ids[:3])}{', ...' if len(post_ids) > 3 else ''})",
+            )
+
+        result = run_check(
+            self.request.id,
+            store=runtime.store,
+            chain=runtime.chain,
+            dispatch=dispatch,
+            claim_batch_size=settings.claim_batch_size,
+            publish_batch_size=settings.publish_batch_size,
+            publish_lease_s=settings.publish_lease_s,
+        )
+        return result.as_dict()
+
+    @app.task(name=PUBLISH_TASK_NAME, shared=False, acks_late=True, ignore_result=True)
+    def publish_posts(attempt_id: str, post_ids: list[str]) -> dict[str, int]:
+        runtime = app.runtime
+        return publish_claimed(runtime.store, runtime.publishers, attempt_id, post_ids)
