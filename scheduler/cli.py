@@ -1,0 +1,334 @@
+"""The ``postsched`` command line.
+
+Exit codes: 0 success; 1 the command ran but its job failed (a post of ``run``
+was not published, or was published twice); 2 invalid input or settings;
+3 the store or the broker could not be reached.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.config import load_settings
+from scheduler.errors import (
+    ConfigError,
+    ImportFileError,
+    InvalidStateError,
+    PostNotFoundError,
+    PostschedError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from scheduler.model import Post, PostStatus, utc_now
+
+if TYPE_CHECKING:
+    from scheduler.service import PostService
+    from scheduler.status import StatusReport
+    from tasks.app import Runtime
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3
+
+DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "schedule.csv"
+
+app = typer.Typer(
+    help="Publish scheduled posts at the moment they are due.", no_args_is_help=True
+)
+console = Console()
+error_console = Console(stderr=True)
+
+
+class DateFormat(enum.StrEnum):
+    """Order of day, month and year in the bulk CSV format."""
+
+    YMD = "ymd"
+    MDY = "mdy"
+    DMY = "dmy"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors_as_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except (
+        ValidationError,
+        ImportFileError,
+        ConfigError,
+        PostNotFoundError,
+        InvalidStateError,
+    ) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except StoreUnavailableError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except PostschedError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+
+def _runtime() -> Runtime:
+    from tasks.app import create_app
+
+    return create_app().runtime
+
+
+def _service() -> PostService:
+    return _runtime().service
+
+
+def _print_status(report: StatusReport) -> None:
+    table = Table("", "", show_header=False, box=None)
+    if report.check is None:
+        table.add_row("check", "none recorded")
+    else:
+        lease = "lease live" if report.check_lease_live else "no lease"
+        table.add_row(
+            "check", f"{report.check.task_id} ({report.check_state}, {lease})"
+        )
+        table.add_row("check ETA", report.check.eta.isoformat(timespec="milliseconds"))
+    if report.next_post is None:
+        table.add_row("next due post", "none")
+    else:
+        table.add_row(
+            "next due post",
+            f"{report.next_post.id} at {report.next_post.due_at.isoformat(timespec='milliseconds')}",
+        )
+    table.add_row("oldest overdue", f"{report.oldest_overdue_s:.1f} s")
+    for post_status in PostStatus:
+        table.add_row(str(post_status), str(report.counts.get(post_status, 0)))
+    verdict = (
+        "[green]healthy[/]"
+        if report.healthy
+        else "[bold red]posts are overdue and no live check exists[/]"
+    )
+    table.add_row("chain", verdict)
+    console.print(table)
+
+
+@app.command()
+def schedule(
+    content: Annotated[str, typer.Argument(help="Text of the post.")],
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at", help="Due time, ISO 8601, such as 2026-12-24T18:00:00+01:00."
+        ),
+    ],
+    target: Annotated[
+        str, typer.Option(help="PUBLISHER:ACCOUNT, such as outbox:main.")
+    ] = "outbox:main",
+    tz: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of a due time written without offset."),
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="Link published with the post.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the post as JSON.")
+    ] = False,
+) -> None:
+    """Schedule one post."""
+    with _errors_as_exit_codes():
+        post = _service().schedule(
+            target=target, content=content, due_at=at, timezone=tz, link=link
+        )
+    if as_json:
+        print(json.dumps(post_to_dict(post)))
+    else:
+        console.print(
+            f"scheduled post {post.id} to {post.target} at {post.due_at.isoformat()}"
+        )
+
+
+@app.command("import")
+def import_(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV file: bulk (date, message, link) or with a header row."
+        ),
+    ],
+    target: Annotated[
+        str, typer.Option(help="Target of every row of a bulk file.")
+    ] = "outbox:main",
+    date_format: Annotated[
+        DateFormat, typer.Option(help="Date order of a bulk file.")
+    ] = DateFormat.YMD,
+    tz: Annotated[
+        str | None, typer.Option(help="IANA time zone the times are written in.")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Import the valid rows and report the invalid ones.")
+    ] = False,
+) -> None:
+    """Import a CSV file of posts, all of them or none."""
+    with _errors_as_exit_codes():
+        report = _service().import_csv(
+            path,
+            skip_invalid=skip_invalid,
+            target=target,
+            date_format=date_format.value,
+            tz=tz,
+        )
+    for error in report.errors:
+        error_console.print(f"skipped {error}", highlight=False)
+    console.print(
+        f"imported {len(report.posts)} post(s) from {path}, skipped {len(report.errors)} invalid row(s)"
+    )
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        PostStatus | None, typer.Option(help="Only posts in this status.")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Only posts to this target.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Maximum number of posts shown.")
+    ] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines instead of a table.")
+    ] = False,
+) -> None:
+    """List posts, earliest due first."""
+    from scheduler.store import open_store
+
+    with _errors_as_exit_codes():
+        store = open_store(load_settings().resolved_store_url)
+        try:
+            posts = store.list_posts(status=status, target=target, limit=limit)
+        finally:
+            store.close()
+    if as_json:
+        for post in posts:
+            print(json.dumps(post_to_dict(post)))
+        return
+    table = Table("id", "due (UTC)", "status", "target", "content")
+    for post in posts:
+        table.add_row(
+            post.id,
+            post.due_at.isoformat(timespec="milliseconds"),
+            post.status,
+            post.target,
+            _clip(post.content),
+        )
+    console.print(table)
+
+
+@app.command()
+def cancel(
+    post_id: Annotated[str, typer.Argument(help="Id of a scheduled post.")],
+) -> None:
+    """Cancel a scheduled post."""
+    from scheduler.store import open_store
+
+    with _errors_as_exit_codes():
+        store = open_store(load_settings().resolved_store_url)
+        try:
+            store.cancel(post_id, utc_now())
+        finally:
+            store.close()
+    console.print(f"cancelled post {post_id}")
+
+
+@app.command()
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.")
+    ] = False,
+) -> None:
+    """Show the recorded check, the next due post and the counts by status.
+
+    Exits with 1 when posts are overdue and no live check will claim them.
+    """
+    from scheduler.status import read_status
+
+    with _errors_as_exit_codes():
+        runtime = _runtime()
+        report = read_status(runtime.store, runtime.chain, utc_now())
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        _print_status(report)
+    if not report.healthy:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes; default: one per CPU.")
+    ] = None,
+    loglevel: Annotated[
+        str, typer.Option(help="Log level: DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+) -> None:
+    """Run a Celery worker with the configured settings."""
+    from tasks.app import create_app
+
+    with _errors_as_exit_codes():
+        celery_app = create_app()
+    argv = ["worker", f"--loglevel={loglevel}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def run(
+    sample: Annotated[
+        Path, typer.Option(help="Bulk CSV schedule to publish.")
+    ] = DEFAULT_SAMPLE,
+    window: Annotated[
+        float, typer.Option(min=5, help="Seconds over which the due times are spread.")
+    ] = 60.0,
+) -> None:
+    """Publish a sample schedule on a real worker and report each post's lateness."""
+    from scheduler.runjob import run_main_job
+
+    with _errors_as_exit_codes():
+        code = run_main_job(sample, window_s=window, console=console)
+    raise typer.Exit(code)
+
+
+def post_to_dict(post: Post) -> dict[str, object]:
+    """Return ``post`` as a JSON-serialisable dict, datetimes in ISO 8601."""
+    fields: dict[str, object] = {}
+    for name, value in vars(post).items():
+        fields[name] = value.isoformat() if hasattr(value, "isoformat") else value
+    fields["status"] = str(post.status)
+    return fields
+
+
+def _clip(text: str, width: int = 50) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def main() -> None:
+    """Run the command line."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app(prog_name="postsched")
+
+
+if __name__ == "__main__":
+    main()
