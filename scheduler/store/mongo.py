@@ -1,0 +1,309 @@
+"""The MongoDB store on pymongo."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from pymongo import MongoClient, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+)
+from pymongo.write_concern import WriteConcern
+
+from scheduler.errors import (
+    InvalidStateError,
+    PostNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
+from scheduler.model import Post, PostStatus
+from scheduler.store.base import Store
+from scheduler.urls import mask_url
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "postsched"
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
+FIELDS = tuple(field for field in Post.__dataclass_fields__ if field != "id")
+
+
+class DuplicatePostError(StoreError):
+    """Raised when a post with the same id is already stored."""
+
+
+class MongoStore(Store):
+    """Posts in a MongoDB collection, ``_id`` being the post id.
+
+    ``client`` replaces the client made from ``url``; tests pass a mongomock
+    client. ``write_concern`` defaults to majority, so an acknowledged write
+    survives a failover of the replica set.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: MongoClient[dict[str, Any]] | None = None,
+        server_selection_timeout_ms: int = DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+        write_concern: str | int = "majority",
+    ) -> None:
+        self._display_url = mask_url(url)
+        self._client = client or MongoClient(
+            url,
+            tz_aware=True,
+            tzinfo=UTC,
+            serverSelectionTimeoutMS=server_selection_timeout_ms,
+        )
+        database = self._client.get_default_database(default=DEFAULT_DATABASE)
+        self._posts: Collection[dict[str, Any]] = database.get_collection(
+            "posts", write_concern=WriteConcern(w=write_concern)
+        )
+        with self._translate_errors("create indexes"):
+            self._posts.create_index(
+                [("status", pymongo.ASCENDING), ("due_at", pymongo.ASCENDING)]
+            )
+            self._posts.create_index(
+                [("status", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)]
+            )
+
+    @property
+    def display_url(self) -> str:
+        """URL of the store with the password masked."""
+        return self._display_url
+
+    @contextmanager
+    def _translate_errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except ConnectionFailure as exc:
+            raise StoreUnavailableError(
+                f"could not {operation} in the store at {self._display_url}: {exc}; "
+                "check that MongoDB is running and POSTSCHED_STORE_URL is right"
+            ) from exc
+
+    def add(self, new_posts: Sequence[Post]) -> None:
+        """Insert ``new_posts``; on any failure, remove those this call inserted.
+
+        MongoDB has no all-or-nothing ``insert_many`` outside a transaction,
+        and transactions need a replica set, so a failed batch is undone by
+        deleting what it inserted.
+        """
+        if not new_posts:
+            return
+        ids = [post.id for post in new_posts]
+        if len(set(ids)) != len(ids):
+            duplicates = sorted({post_id for post_id in ids if ids.count(post_id) > 1})
+            raise DuplicatePostError(
+                f"post id(s) {', '.join(duplicates)} appear twice; nothing was added"
+            )
+        with self._translate_errors("add posts"):
+            taken = [
+                doc["_id"]
+                for doc in self._posts.find({"_id": {"$in": ids}}, {"_id": 1})
+            ]
+            if taken:
+                raise DuplicatePostError(
+                    f"post id(s) {', '.join(sorted(taken))} already stored; nothing was added"
+                )
+            try:
+                self._posts.insert_many(
+                    [_to_document(post) for post in new_posts], ordered=True
+                )
+            except (BulkWriteError, DuplicateKeyError) as exc:
+                inserted = _inserted_ids(exc, ids)
+                self._posts.delete_many({"_id": {"$in": inserted}})
+                raise DuplicatePostError(
+                    f"adding {len(ids)} post(s) failed, nothing was added: {exc}"
+                ) from exc
+            except PyMongoError:
+                self._posts.delete_many(
+                    {"_id": {"$in": ids}, "status": str(PostStatus.SCHEDULED)}
+                )
+                raise
+
+    def get(self, post_id: str) -> Post:
+        """Return the post ``post_id``."""
+        with self._translate_errors("read a post"):
+            document = self._posts.find_one({"_id": post_id})
+        if document is None:
+            raise PostNotFoundError(post_id)
+        return _from_document(document)
+
+    def list_posts(
+        self,
+        *,
+        status: PostStatus | None = None,
+        target: str | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = 100,
+    ) -> list[Post]:
+        """Return posts ordered by due time."""
+        query: dict[str, Any] = {}
+        if status is not None:
+            query["status"] = str(status)
+        if target is not None:
+            query["target"] = target
+        if ids is not None:
+            query["_id"] = {"$in": list(ids)}
+        with self._translate_errors("list posts"):
+            cursor = self._posts.find(query).sort(
+                [("due_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
+            )
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return [_from_document(document) for document in cursor]
+
+    def cancel(self, post_id: str, now: datetime) -> Post:
+        """Cancel a scheduled post."""
+        with self._translate_errors("cancel a post"):
+            document = self._posts.find_one_and_update(
+                {"_id": post_id, "status": str(PostStatus.SCHEDULED)},
+                {"$set": {"status": str(PostStatus.CANCELLED), "updated_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if document is not None:
+            return _from_document(document)
+        current = self.get(post_id)
+        raise InvalidStateError(post_id, current.status, "cancel", "scheduled")
+
+    def claim_due(
+        self, now: datetime, limit: int, attempt_id: str, lease_until: datetime
+    ) -> list[Post]:
+        """Claim up to ``limit`` due posts, earliest first.
+
+        The ids are read first, then claimed by one ``update_many`` whose
+        filter repeats ``status: scheduled``. MongoDB updates each document
+        atomically, so when two claimers pick the same id only the first
+        update matches it; each claimer then reads back the posts that carry
+        its own ``attempt_id``.
+        """
+        due = {"status": str(PostStatus.SCHEDULED), "due_at": {"$lte": now}}
+        with self._translate_errors("claim due posts"):
+            candidates = [
+                document["_id"]
+                for document in self._posts.find(due, {"_id": 1})
+                .sort("due_at", pymongo.ASCENDING)
+                .limit(limit)
+            ]
+            if not candidates:
+                return []
+            self._posts.update_many(
+                {"_id": {"$in": candidates}, "status": str(PostStatus.SCHEDULED)},
+                {
+                    "$set": {
+                        "status": str(PostStatus.PUBLISHING),
+                        "attempt_id": attempt_id,
+                        "lease_until": lease_until,
+                        "updated_at": now,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+            claimed = self._posts.find(
+                {"_id": {"$in": candidates}, "attempt_id": attempt_id}
+            ).sort([("due_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+            return [_from_document(document) for document in claimed]
+
+    def mark_published(
+        self,
+        post_id: str,
+        attempt_id: str,
+        published_at: datetime,
+        external_id: str | None,
+    ) -> bool:
+        """Set a post claimed under ``attempt_id`` to published."""
+        changes = {
+            "status": str(PostStatus.PUBLISHED),
+            "published_at": published_at,
+            "external_id": external_id,
+            "lease_until": None,
+            "updated_at": published_at,
+        }
+        return self._finish(post_id, attempt_id, "mark a post published", changes)
+
+    def mark_failed(
+        self, post_id: str, attempt_id: str, error: str, now: datetime
+    ) -> bool:
+        """Set a post claimed under ``attempt_id`` to failed."""
+        changes = {
+            "status": str(PostStatus.FAILED),
+            "last_error": error,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        return self._finish(post_id, attempt_id, "mark a post failed", changes)
+
+    def _finish(
+        self, post_id: str, attempt_id: str, operation: str, changes: dict[str, Any]
+    ) -> bool:
+        with self._translate_errors(operation):
+            result = self._posts.update_one(
+                {
+                    "_id": post_id,
+                    "status": str(PostStatus.PUBLISHING),
+                    "attempt_id": attempt_id,
+                },
+                {"$set": changes},
+            )
+        return result.modified_count == 1
+
+    def next_due_at(self) -> datetime | None:
+        """Return the due time of the earliest scheduled post."""
+        with self._translate_errors("find the next due time"):
+            document = self._posts.find_one(
+                {"status": str(PostStatus.SCHEDULED)},
+                {"due_at": 1},
+                sort=[("due_at", pymongo.ASCENDING)],
+            )
+        return None if document is None else _utc(document["due_at"])
+
+    def count_by_status(self) -> dict[PostStatus, int]:
+        """Return the number of posts in each status."""
+        with self._translate_errors("count posts"):
+            rows = self._posts.aggregate(
+                [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
+            )
+            return {PostStatus(row["_id"]): row["count"] for row in rows}
+
+    def close(self) -> None:
+        """Close the client."""
+        self._client.close()
+
+
+def _to_document(post: Post) -> dict[str, Any]:
+    document: dict[str, Any] = {"_id": post.id}
+    for field in FIELDS:
+        document[field] = getattr(post, field)
+    document["status"] = str(post.status)
+    return document
+
+
+def _from_document(document: dict[str, Any]) -> Post:
+    values: dict[str, Any] = {field: document.get(field) for field in FIELDS}
+    for field, value in values.items():
+        if isinstance(value, datetime):
+            values[field] = _utc(value)
+    values["status"] = PostStatus(values["status"])
+    return Post(id=document["_id"], **values)
+
+
+def _utc(value: datetime) -> datetime:
+    # A client made without tz_aware (mongomock's default) returns naive UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _inserted_ids(exc: PyMongoError, ids: list[str]) -> list[str]:
+    details = getattr(exc, "details", None) or {}
+    inserted = details.get("nInserted")
+    if isinstance(inserted, int):
+        return ids[:inserted]
+    return ids
