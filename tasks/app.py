@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> PostschedCelery:
     Starts, or attaches to, the embedded Redis when no broker URL is set.
     """
     settings = settings or load_settings()
+    settings.check_intervals()
     embedded = None
     broker_url = settings.broker_url
     result_backend = settings.result_backend
