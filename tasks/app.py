@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
+from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import worker_process_init
 
 from scheduler.chain import Chain
 from scheduler.config import Settings, load_settings
 from scheduler.embedded import EmbeddedRedis
+from scheduler.errors import PostschedError
 from scheduler.keys import CHECK_QUEUE, CHECK_TASK_NAME, RedisKeys
 from scheduler.publishers import Publishers
 from scheduler.service import PostService
@@ -85,6 +89,12 @@ class Runtime:
         """Scheduling, listing and cancelling posts."""
         return PostService(self.store, self.publishers, self.chain)
 
+    def warm_up(self) -> None:
+        """Open the store, Redis and publishers now, so the first due post waits for none of them."""
+        self.store.next_due_at()
+        self.redis.ping()
+        self.publishers  # noqa: B018 - creating the publishers is the point
+
     def close(self) -> None:
         """Close every connection opened so far."""
         for name in ("store", "publishers", "redis"):
@@ -155,4 +165,21 @@ def create_app(settings: Settings | None = None) -> PostschedCelery:
 
     register_tasks(app)
     app.steps["consumer"].add(ChainWatchdog)
+    worker_process_init.connect(_warm_up_handler(app), weak=False)
     return app
+
+
+def _warm_up_handler(app: PostschedCelery) -> Callable[..., None]:
+    app_ref = weakref.ref(app)
+
+    def warm_up(**kwargs: Any) -> None:
+        current = app_ref()
+        if current is None:
+            return
+        try:
+            current.runtime.warm_up()
+        except (PostschedError, redis.RedisError) as exc:
+            # The first task retries the connection, so a slow start is only logged.
+            logger.warning("could not open connections at worker process start: %s", exc)
+
+    return warm_up
