@@ -199,10 +199,10 @@ def test_claim_takes_due_earliest_first(store: Store) -> None:
 
 
 def test_claim_honours_limit(store: Store) -> None:
-    store.add([make_post(due_in_s=-i) for i in range(1, 6)])
+    store.add([make_post(due_in_s=-i) for i in range(1, 41)])
     now = utc_now()
     assert len(store.claim_due(now, 2, "a", now + LEASE)) == 2
-    assert len(store.claim_due(now, 10, "b", now + LEASE)) == 3
+    assert len(store.claim_due(now, 50, "b", now + LEASE)) == 38
 
 
 def test_claim_twice_returns_nothing(store: Store) -> None:
@@ -326,3 +326,41 @@ def test_unreachable_postgres_is_unavailable() -> None:
 def test_unknown_scheme_rejected() -> None:
     with pytest.raises(ConfigError, match="redis://user:\\*\\*\\*@127.0.0.1/0"):
         open_store("redis://user:pw@127.0.0.1/0")
+
+
+def test_unknown_postgres_role_is_unavailable() -> None:
+    with pytest.raises(StoreUnavailableError) as caught:
+        SqlStore(
+            "postgresql://no_such_role_postsched:pw@127.0.0.1:5432/test",
+            connect_timeout_s=3,
+        )
+    message = str(caught.value)
+    assert "no_such_role_postsched:***@127.0.0.1:5432/test" in message
+    assert "POSTSCHED_STORE_URL" in message
+
+
+def test_invalid_sql_url_rejected() -> None:
+    with pytest.raises(ConfigError, match="invalid store URL"):
+        SqlStore("postgresql://user:pw@127.0.0.1:notaport/test")
+
+
+def test_unreachable_mongodb_is_unavailable() -> None:
+    with pytest.raises(StoreUnavailableError) as caught:
+        MongoStore(
+            "mongodb://admin:hunter2@127.0.0.1:1/postsched",
+            server_selection_timeout_ms=300,
+        )
+    message = str(caught.value)
+    assert "admin:***@127.0.0.1:1/postsched" in message
+    assert "hunter2" not in message
+
+
+def test_invalid_mongodb_url_rejected() -> None:
+    with pytest.raises(ConfigError, match="invalid store URL"):
+        MongoStore("mongodb://127.0.0.1:99999999/postsched")
+
+
+def test_sqlite_missing_parent_created(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'a' / 'b' / 'posts.db'}")
+    store.close()
+    assert (tmp_path / "a" / "b" / "posts.db").exists()

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from scheduler.errors import (
+    ConfigError,
     InvalidStateError,
     PostNotFoundError,
     StoreError,
@@ -21,6 +22,7 @@ from scheduler.errors import (
 )
 from scheduler.model import Post, PostStatus
 from scheduler.store.base import Store
+from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +100,20 @@ class SqlStore(Store):
     ``schema`` selects a PostgreSQL schema other than the default search path.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
-        parsed = make_url(url)
+    def __init__(
+        self, url: str, *, schema: str | None = None, connect_timeout_s: float = 5.0
+    ) -> None:
+        self._display_url = mask_url(url)
+        try:
+            parsed = make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigError(
+                f"invalid store URL {self._display_url!r}: {exc}; write it like sqlite:///PATH "
+                "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            ) from exc
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        self._display_url = parsed.render_as_string(hide_password=True)
+        self._connect_timeout_s = connect_timeout_s
         self._engine = self._create_engine(parsed, schema)
         with self._translate_errors("create the schema"):
             metadata.create_all(self._engine)
@@ -132,7 +143,9 @@ class SqlStore(Store):
             sa.event.listen(engine, "connect", _configure_sqlite)
             sa.event.listen(engine, "begin", _begin_immediate)
             return engine
-        connect_args: dict[str, Any] = {"connect_timeout": 5}
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, round(self._connect_timeout_s))
+        }
         if schema is not None:
             connect_args["options"] = f"-csearch_path={schema}"
         return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
@@ -245,17 +258,21 @@ class SqlStore(Store):
         runs one writer at a time, and the outer status check keeps a post from
         being claimed twice on both.
         """
+        # A materialized CTE runs once. As an IN (subquery), PostgreSQL may
+        # run the limited subquery again for each outer row and claim more
+        # than ``limit`` posts.
         due = (
             sa.select(posts.c.id)
             .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at <= now)
             .order_by(posts.c.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
+            .cte("due")
+            .prefix_with("MATERIALIZED")
         )
         statement = (
             posts.update()
-            .where(posts.c.id.in_(due), posts.c.status == str(PostStatus.SCHEDULED))
+            .where(posts.c.id == due.c.id, posts.c.status == str(PostStatus.SCHEDULED))
             .values(
                 status=str(PostStatus.PUBLISHING),
                 attempt_id=attempt_id,
