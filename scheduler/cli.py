@@ -208,10 +208,8 @@ def list_(
     ] = False,
 ) -> None:
     """List posts, earliest due first."""
-    from scheduler.store import open_store
-
     with _errors_as_exit_codes():
-        store = open_store(load_settings().resolved_store_url)
+        store = load_settings().open_store()
         try:
             posts = store.list_posts(status=status, target=target, limit=limit)
         finally:
@@ -237,10 +235,8 @@ def cancel(
     post_id: Annotated[str, typer.Argument(help="Id of a scheduled post.")],
 ) -> None:
     """Cancel a scheduled post."""
-    from scheduler.store import open_store
-
     with _errors_as_exit_codes():
-        store = open_store(load_settings().resolved_store_url)
+        store = load_settings().open_store()
         try:
             store.cancel(post_id, utc_now())
         finally:

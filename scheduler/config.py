@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scheduler.store.base import Store
 
 DEFAULT_MAX_CHECK_INTERVAL_S = 60.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
@@ -63,6 +67,12 @@ class Settings(BaseSettings):
     )
     check_lease_s: float = Field(default=30.0, gt=0, alias="POSTSCHED_CHECK_LEASE")
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
+    store_connect_timeout_s: float = Field(
+        default=5.0, gt=0, alias="POSTSCHED_STORE_CONNECT_TIMEOUT"
+    )
+    mongo_write_concern: str = Field(
+        default="majority", alias="POSTSCHED_MONGO_WRITE_CONCERN"
+    )
 
     @field_validator("key_prefix")
     @classmethod
@@ -80,6 +90,21 @@ class Settings(BaseSettings):
     def resolved_store_url(self) -> str:
         """Store URL, the SQLite file in the data folder unless one is set."""
         return self.store_url or f"sqlite:///{self.data_dir / 'posts.db'}"
+
+    def open_store(self) -> Store:
+        """Open the configured store."""
+        from scheduler.store import open_store
+
+        write_concern: str | int = (
+            int(self.mongo_write_concern)
+            if self.mongo_write_concern.isdigit()
+            else self.mongo_write_concern
+        )
+        return open_store(
+            self.resolved_store_url,
+            connect_timeout_s=self.store_connect_timeout_s,
+            write_concern=write_concern,
+        )
 
     def check_intervals(self) -> None:
         """Raise ConfigError when the maximum check interval risks a redelivery."""

@@ -21,7 +21,6 @@ from scheduler.errors import PostschedError
 from scheduler.keys import CHECK_QUEUE, CHECK_TASK_NAME, RedisKeys
 from scheduler.publishers import Publishers
 from scheduler.service import PostService
-from scheduler.store import open_store
 from scheduler.store.base import Store
 from scheduler.urls import is_redis_url, redis_py_url
 from tasks.definitions import register_tasks
@@ -60,7 +59,7 @@ class Runtime:
     @cached_property
     def store(self) -> Store:
         """The post store."""
-        return open_store(self.settings.resolved_store_url)
+        return self.settings.open_store()
 
     @cached_property
     def publishers(self) -> Publishers:
@@ -180,6 +179,8 @@ def _warm_up_handler(app: PostschedCelery) -> Callable[..., None]:
             current.runtime.warm_up()
         except (PostschedError, redis.RedisError) as exc:
             # The first task retries the connection, so a slow start is only logged.
-            logger.warning("could not open connections at worker process start: %s", exc)
+            logger.warning(
+                "could not open connections at worker process start: %s", exc
+            )
 
     return warm_up

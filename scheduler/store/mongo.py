@@ -13,13 +13,17 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
+    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
+    InvalidURI,
+    OperationFailure,
     PyMongoError,
 )
 from pymongo.write_concern import WriteConcern
 
 from scheduler.errors import (
+    ConfigError,
     InvalidStateError,
     PostNotFoundError,
     StoreError,
@@ -33,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "postsched"
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
+# Server error codes: https://www.mongodb.com/docs/manual/reference/error-codes/
+MONGO_UNAUTHORIZED = 13
+MONGO_AUTHENTICATION_FAILED = 18
 FIELDS = tuple(field for field in Post.__dataclass_fields__ if field != "id")
 
 
@@ -57,23 +64,45 @@ class MongoStore(Store):
         write_concern: str | int = "majority",
     ) -> None:
         self._display_url = mask_url(url)
-        self._client = client or MongoClient(
-            url,
-            tz_aware=True,
-            tzinfo=UTC,
-            serverSelectionTimeoutMS=server_selection_timeout_ms,
-        )
+        try:
+            self._client = client or MongoClient(
+                url,
+                tz_aware=True,
+                tzinfo=UTC,
+                serverSelectionTimeoutMS=server_selection_timeout_ms,
+            )
+        except (InvalidURI, ConfigurationError, ValueError) as exc:
+            raise ConfigError(
+                f"invalid store URL {self._display_url!r}: {exc}; "
+                "write it like mongodb://USER:PASSWORD@HOST:PORT/DATABASE"
+            ) from exc
         database = self._client.get_default_database(default=DEFAULT_DATABASE)
         self._posts: Collection[dict[str, Any]] = database.get_collection(
             "posts", write_concern=WriteConcern(w=write_concern)
         )
-        with self._translate_errors("create indexes"):
-            self._posts.create_index(
-                [("status", pymongo.ASCENDING), ("due_at", pymongo.ASCENDING)]
-            )
-            self._posts.create_index(
-                [("status", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)]
-            )
+        try:
+            self._create_indexes()
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _create_indexes(self) -> None:
+        """Create the indexes that claims and sweeps use; a no-op when they exist."""
+        try:
+            with self._translate_errors("create indexes"):
+                self._posts.create_index(
+                    [("status", pymongo.ASCENDING), ("due_at", pymongo.ASCENDING)]
+                )
+                self._posts.create_index(
+                    [("status", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)]
+                )
+        except OperationFailure as exc:
+            if exc.code in (MONGO_UNAUTHORIZED, MONGO_AUTHENTICATION_FAILED):
+                raise ConfigError(
+                    f"the store at {self._display_url} rejected the credentials: {exc}; "
+                    "check the user, password and database in POSTSCHED_STORE_URL"
+                ) from exc
+            raise
 
     @property
     def display_url(self) -> str:
