@@ -44,10 +44,13 @@ def run_check(
     claim_batch_size: int,
     publish_batch_size: int,
     publish_lease_s: float,
+    max_attempts: int,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
     A check that is not the recorded one exits before claiming anything.
+    First it settles posts whose publishing lease expired (see
+    ``Store.sweep_expired``), so a post whose task died is claimed again.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
     burst at the rate the broker and the pool can move tasks.
@@ -60,6 +63,16 @@ def run_check(
 
     chain.hold_lease(task_id)
     try:
+        swept = store.sweep_expired(utc_now(), max_attempts)
+        if swept.total:
+            logger.warning(
+                "check %s settled %d post(s) whose publishing lease expired: %d rescheduled, %d failed, %d published",
+                task_id,
+                swept.total,
+                swept.rescheduled,
+                swept.failed,
+                swept.published,
+            )
         claimed = _claim_and_dispatch(
             task_id,
             store,

@@ -112,6 +112,7 @@ def register_tasks(app: PostschedCelery) -> None:
             claim_batch_size=settings.claim_batch_size,
             publish_batch_size=settings.publish_batch_size,
             publish_lease_s=settings.publish_lease_s,
+            max_attempts=settings.max_attempts,
         )
         return result.as_dict()
 

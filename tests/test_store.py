@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +30,8 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Post, PostStatus, utc_now
+from scheduler.publishers.base import PublishResult
+from scheduler.publishing import publish_claimed
 from scheduler.store import open_store
 from scheduler.store.base import Store
 from scheduler.store.mongo import MongoStore
@@ -364,3 +369,110 @@ def test_sqlite_missing_parent_created(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'a' / 'b' / 'posts.db'}")
     store.close()
     assert (tmp_path / "a" / "b" / "posts.db").exists()
+
+
+class SlowCountingPublisher:
+    """A publisher that takes a while and counts the calls per post id."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def for_target(self, target: str) -> SlowCountingPublisher:
+        return self
+
+    def publish(self, post: Post) -> PublishResult:
+        time.sleep(0.005)
+        with self.lock:
+            self.calls[post.id] += 1
+        return PublishResult(published_at=utc_now(), external_id=f"ext-{post.id}")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_racing_checks_publish_once(kind: str, tmp_path: Path) -> None:
+    schemas = postgres_schema() if kind == "postgresql" else None
+    url, schema = (
+        next(schemas) if schemas else (f"sqlite:///{tmp_path / 'posts.db'}", None)
+    )
+    posts = [make_post(due_in_s=-1) for _ in range(200)]
+    setup = SqlStore(url, schema=schema)
+    setup.add(posts)
+    setup.close()
+    publisher = SlowCountingPublisher()
+
+    def check_loop() -> None:
+        store = SqlStore(url, schema=schema)
+        while True:
+            now = utc_now()
+            attempt_id = uuid.uuid4().hex
+            claimed = store.claim_due(now, 10, attempt_id, now + LEASE)
+            if not claimed:
+                break
+            publish_claimed(store, publisher, attempt_id, [post.id for post in claimed])  # type: ignore[arg-type]
+        store.close()
+
+    threads = [threading.Thread(target=check_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    verify = SqlStore(url, schema=schema)
+    statuses = Counter(post.status for post in verify.list_posts(limit=None))
+    verify.close()
+    if schemas:
+        next(schemas, None)
+
+    assert set(publisher.calls) == {post.id for post in posts}
+    assert max(publisher.calls.values()) == 1
+    assert statuses == {PostStatus.PUBLISHED: len(posts)}
+
+
+def test_sweep_reschedules_expired_lease(store: Store) -> None:
+    post = make_post()
+    store.add([post])
+    now = utc_now()
+    store.claim_due(now, 10, "dead-task", now + timedelta(seconds=1))
+    assert store.sweep_expired(now, max_attempts=3).total == 0
+    result = store.sweep_expired(now + timedelta(seconds=2), max_attempts=3)
+    assert result.rescheduled == 1
+    swept = store.get(post.id)
+    assert swept.status is PostStatus.SCHEDULED
+    assert swept.attempt_id is None
+    assert not store.mark_published(post.id, "dead-task", now, "ext")
+
+
+def test_sweep_fails_after_max_attempts(store: Store) -> None:
+    post = make_post()
+    store.add([post])
+    now = utc_now()
+    for attempt in range(2):
+        store.claim_due(now, 10, f"attempt-{attempt}", now)
+        store.sweep_expired(now + timedelta(seconds=1), max_attempts=2)
+    failed = store.get(post.id)
+    assert failed.status is PostStatus.FAILED
+    assert failed.attempts == 2
+    assert "lease expired" in (failed.last_error or "")
+
+
+def test_sweep_keeps_live_leases(store: Store) -> None:
+    post = make_post()
+    store.add([post])
+    now = utc_now()
+    store.claim_due(now, 10, "alive", now + LEASE)
+    assert store.sweep_expired(now + timedelta(seconds=1), max_attempts=3).total == 0
+    assert store.get(post.id).status is PostStatus.PUBLISHING
+
+
+def test_sweep_publishes_post_with_external_id(store: Store) -> None:
+    now = utc_now()
+    post = make_post(
+        status=PostStatus.PUBLISHING,
+        attempt_id="died-after-send",
+        lease_until=now - timedelta(seconds=1),
+        external_id="platform-42",
+        attempts=1,
+    )
+    store.add([post])
+    result = store.sweep_expired(now, max_attempts=3)
+    assert result.published == 1
+    assert store.get(post.id).status is PostStatus.PUBLISHED

@@ -134,6 +134,7 @@ def test_replaced_check_never_claims(
         claim_batch_size=10,
         publish_batch_size=10,
         publish_lease_s=60,
+        max_attempts=3,
     )
     assert result.superseded
     assert result.claimed == 0
@@ -157,6 +158,7 @@ def test_unrecorded_check_exits_without_claiming(
         claim_batch_size=10,
         publish_batch_size=10,
         publish_lease_s=60,
+        max_attempts=3,
     )
     assert result.superseded
     assert store.get(post.id).status is PostStatus.SCHEDULED

@@ -9,9 +9,32 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from scheduler.model import Post, PostStatus
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """How many posts with an expired lease a sweep settled, by outcome."""
+
+    rescheduled: int = 0
+    failed: int = 0
+    published: int = 0
+
+    @property
+    def total(self) -> int:
+        """Number of posts settled."""
+        return self.rescheduled + self.failed + self.published
+
+
+def lease_error(max_attempts: int) -> str:
+    """Return the last error of a post failed by the sweep."""
+    return (
+        f"the publishing lease expired on attempt {max_attempts} of {max_attempts}; "
+        "the worker died or the task was lost, so the post may need a manual check"
+    )
 
 
 class Store(abc.ABC):
@@ -77,6 +100,16 @@ class Store(abc.ABC):
 
         Returns False, changing nothing, when the post is not ``publishing``
         under ``attempt_id`` any more.
+        """
+
+    @abc.abstractmethod
+    def sweep_expired(self, now: datetime, max_attempts: int) -> SweepResult:
+        """Settle publishing posts whose lease ran out before ``now``.
+
+        Their publishing task died or was lost. A post with an external id
+        reached the platform, so it becomes ``published``; one without goes
+        back to ``scheduled`` to be claimed again, or to ``failed`` once it has
+        used ``max_attempts`` attempts.
         """
 
     @abc.abstractmethod

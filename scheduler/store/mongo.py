@@ -30,7 +30,7 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Post, PostStatus
-from scheduler.store.base import Store
+from scheduler.store.base import Store, SweepResult, lease_error
 from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -284,6 +284,39 @@ class MongoStore(Store):
                 {"$set": changes},
             )
         return result.modified_count == 1
+
+    def sweep_expired(self, now: datetime, max_attempts: int) -> SweepResult:
+        """Settle publishing posts whose lease ran out; each update is atomic per post."""
+        expired: dict[str, Any] = {
+            "status": str(PostStatus.PUBLISHING),
+            "lease_until": {"$lt": now},
+        }
+        released = {"attempt_id": None, "lease_until": None, "updated_at": now}
+        with self._translate_errors("sweep expired leases"):
+            published = self._posts.update_many(
+                {**expired, "external_id": {"$ne": None}},
+                {
+                    "$set": {
+                        "status": str(PostStatus.PUBLISHED),
+                        "published_at": now,
+                        **released,
+                    }
+                },
+            ).modified_count
+            failed = self._posts.update_many(
+                {**expired, "attempts": {"$gte": max_attempts}},
+                {
+                    "$set": {
+                        "status": str(PostStatus.FAILED),
+                        "last_error": lease_error(max_attempts),
+                        **released,
+                    }
+                },
+            ).modified_count
+            rescheduled = self._posts.update_many(
+                expired, {"$set": {"status": str(PostStatus.SCHEDULED), **released}}
+            ).modified_count
+        return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""

@@ -21,7 +21,7 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Post, PostStatus
-from scheduler.store.base import Store
+from scheduler.store.base import Store, SweepResult, lease_error
 from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -335,6 +335,35 @@ class SqlStore(Store):
         )
         with self._transaction(operation) as connection:
             return connection.execute(statement).rowcount == 1
+
+    def sweep_expired(self, now: datetime, max_attempts: int) -> SweepResult:
+        """Settle publishing posts whose lease ran out, in one transaction."""
+        expired = sa.and_(
+            posts.c.status == str(PostStatus.PUBLISHING),
+            posts.c.lease_until < now,
+        )
+        released = {"attempt_id": None, "lease_until": None, "updated_at": now}
+        with self._transaction("sweep expired leases") as connection:
+            published = connection.execute(
+                posts.update()
+                .where(expired, posts.c.external_id.is_not(None))
+                .values(status=str(PostStatus.PUBLISHED), published_at=now, **released)
+            ).rowcount
+            failed = connection.execute(
+                posts.update()
+                .where(expired, posts.c.attempts >= max_attempts)
+                .values(
+                    status=str(PostStatus.FAILED),
+                    last_error=lease_error(max_attempts),
+                    **released,
+                )
+            ).rowcount
+            rescheduled = connection.execute(
+                posts.update()
+                .where(expired)
+                .values(status=str(PostStatus.SCHEDULED), **released)
+            ).rowcount
+        return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""
