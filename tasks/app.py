@@ -40,6 +40,14 @@ class PostschedCelery(Celery):
         self.embedded = embedded
         self._runtime: Runtime | None = None
 
+    def close(self) -> None:
+        """Close the result backend's connections, then clean up as Celery does."""
+        backend = self._backend_cache
+        client = getattr(backend, "__dict__", {}).get("client")
+        if client is not None:
+            client.connection_pool.disconnect()
+        super().close()
+
     @property
     def runtime(self) -> Runtime:
         """Store, publishers and chain of this process, created on first use after a fork."""
@@ -155,6 +163,9 @@ def create_app(settings: Settings | None = None) -> PostschedCelery:
     app.conf.update(
         broker_url=broker_url,
         result_backend=result_backend,
+        # One result backend, and so one Redis pool, for all threads of a
+        # process: redis-py clients are thread-safe, and one pool can be closed.
+        result_backend_thread_safe=True,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         result_backend_transport_options={
             "visibility_timeout": settings.visibility_timeout_s
