@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     publish_batch_size: int = Field(default=50, gt=0)
     publish_lease_s: float = Field(default=300.0, gt=0, alias="POSTSCHED_PUBLISH_LEASE")
     max_attempts: int = Field(default=5, gt=0, alias="POSTSCHED_MAX_ATTEMPTS")
+    retry_backoff_s: float = Field(default=5.0, gt=0, alias="POSTSCHED_RETRY_BACKOFF")
+    retry_backoff_max_s: float = Field(
+        default=600.0, gt=0, alias="POSTSCHED_RETRY_BACKOFF_MAX"
+    )
     check_max_retries: int = Field(default=3, ge=0, alias="POSTSCHED_CHECK_MAX_RETRIES")
     watchdog_interval_s: float = Field(
         default=10.0, gt=0, alias="POSTSCHED_WATCHDOG_INTERVAL"

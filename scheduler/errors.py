@@ -105,8 +105,24 @@ class TransientPublishError(PublishError):
     """Raised when publishing failed before the platform accepted the post."""
 
 
+class RateLimitedError(TransientPublishError):
+    """Raised when the platform asks to wait ``retry_after_s`` seconds (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class PermanentPublishError(PublishError):
     """Raised when the platform rejected the post; retrying would not help."""
+
+
+class UnknownOutcomeError(PublishError):
+    """Raised when the request was sent but no answer came back.
+
+    The platform may have published the post, so it is never sent again
+    automatically.
+    """
 
 
 def _shorten(value: Any, limit: int = 80) -> str:

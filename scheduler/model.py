@@ -24,6 +24,8 @@ class PostStatus(enum.StrEnum):
     PUBLISHED = "published"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Sent, but the platform's answer was lost: an operator or reconcile decides.
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True)

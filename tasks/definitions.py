@@ -14,7 +14,8 @@ from celery.utils.time import get_exponential_backoff_interval
 from scheduler.check import run_check
 from scheduler.errors import StoreUnavailableError
 from scheduler.keys import CHECK_TASK_NAME, PUBLISH_QUEUE, PUBLISH_TASK_NAME
-from scheduler.publishing import publish_claimed
+from scheduler.model import utc_now
+from scheduler.publishing import RetryPolicy, publish_claimed
 
 if TYPE_CHECKING:
     from tasks.app import PostschedCelery
@@ -119,4 +120,15 @@ def register_tasks(app: PostschedCelery) -> None:
     @app.task(name=PUBLISH_TASK_NAME, shared=False, acks_late=True, ignore_result=True)
     def publish_posts(attempt_id: str, post_ids: list[str]) -> dict[str, int]:
         runtime = app.runtime
-        return publish_claimed(runtime.store, runtime.publishers, attempt_id, post_ids)
+        return publish_claimed(
+            runtime.store,
+            runtime.publishers,
+            attempt_id,
+            post_ids,
+            policy=RetryPolicy(
+                settings.max_attempts,
+                settings.retry_backoff_s,
+                settings.retry_backoff_max_s,
+            ),
+            wake=lambda due_at: runtime.chain.wake(due_at, utc_now()),
+        )

@@ -14,64 +14,31 @@ from scheduler import csv_import
 from scheduler.config import Settings, WebhookSettings
 from scheduler.csv_import import CsvFileError, import_file, parse_csv
 from scheduler.errors import ImportFileError, ValidationError
-from scheduler.model import Post, PostStatus
+from scheduler.model import Post
 from scheduler.publishers import Publishers
-from scheduler.store.base import Store
+from scheduler.store.sql import SqlStore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-class RecordingStore(Store):
-    """A store that records the batches given to add() and supports nothing else."""
+class RecordingStore(SqlStore):
+    """A SQLite store that also records the batches given to add()."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"sqlite:///{path}")
         self.batches: list[list[Post]] = []
 
     def add(self, posts: Sequence[Post]) -> None:
         self.batches.append(list(posts))
+        super().add(posts)
 
-    def get(self, post_id: str) -> Post:
-        raise NotImplementedError
 
-    def cancel(self, post_id: str, now: datetime) -> Post:
-        raise NotImplementedError
-
-    def claim_due(
-        self, now: datetime, limit: int, attempt_id: str, lease_until: datetime
-    ) -> list[Post]:
-        raise NotImplementedError
-
-    def mark_published(
-        self,
-        post_id: str,
-        attempt_id: str,
-        published_at: datetime,
-        external_id: str | None,
-    ) -> bool:
-        raise NotImplementedError
-
-    def mark_failed(
-        self, post_id: str, attempt_id: str, error: str, now: datetime
-    ) -> bool:
-        raise NotImplementedError
-
-    def next_due_at(self) -> datetime | None:
-        raise NotImplementedError
-
-    def count_by_status(self) -> dict[PostStatus, int]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def display_url(self) -> str:
-        return "memory://recording"
-
-    # Defined last, because inside the class body the name list is this method.
-    def list_posts(self, **filters: object) -> list[Post]:
-        raise NotImplementedError
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RecordingStore]:
+    recording = RecordingStore(tmp_path / "posts.db")
+    yield recording
+    recording.close()
 
 
 @pytest.fixture
@@ -574,28 +541,34 @@ def test_unknown_date_format(rules: Publishers) -> None:
 # import_file
 
 
-def test_import_bad_row_adds_nothing(rules: Publishers, tmp_path: Path) -> None:
+def test_import_bad_row_adds_nothing(
+    rules: Publishers, tmp_path: Path, store: RecordingStore
+) -> None:
+    existing = parse_text("2026-12-06 08:00,already stored\n", rules, tz="UTC").posts
+    store.add(existing)
+    store.batches.clear()
     path = write(
         tmp_path,
         "2026-12-07 08:00,first\n2026-12-07 25:00,bad\n2026-12-07 10:00,last\n",
     )
-    store = RecordingStore()
 
     with pytest.raises(ImportFileError) as caught:
         import_file(path, store, rules, tz="UTC")
 
     assert store.batches == []
+    assert store.list_posts() == existing
     assert [error.line for error in caught.value.errors] == [2]
     assert str(path) in str(caught.value)
     assert "line 2: invalid due_at '2026-12-07 25:00'" in str(caught.value)
 
 
-def test_import_skip_invalid(rules: Publishers, tmp_path: Path) -> None:
+def test_import_skip_invalid(
+    rules: Publishers, tmp_path: Path, store: RecordingStore
+) -> None:
     path = write(
         tmp_path,
         "2026-12-07 08:00,first\n2026-12-07 25:00,bad\n2026-12-07 10:00,last\n",
     )
-    store = RecordingStore()
 
     report = import_file(path, store, rules, skip_invalid=True, tz="UTC")
 
@@ -606,8 +579,9 @@ def test_import_skip_invalid(rules: Publishers, tmp_path: Path) -> None:
     assert report.path == str(path)
 
 
-def test_import_valid_file_one_add(rules: Publishers, tmp_path: Path) -> None:
-    store = RecordingStore()
+def test_import_valid_file_one_add(
+    rules: Publishers, tmp_path: Path, store: RecordingStore
+) -> None:
 
     report = import_file(EXAMPLES / "schedule.csv", store, rules, tz="Europe/Berlin")
 
@@ -616,8 +590,9 @@ def test_import_valid_file_one_add(rules: Publishers, tmp_path: Path) -> None:
     assert report.errors == []
 
 
-def test_import_empty_file_no_add(rules: Publishers, tmp_path: Path) -> None:
-    store = RecordingStore()
+def test_import_empty_file_no_add(
+    rules: Publishers, tmp_path: Path, store: RecordingStore
+) -> None:
 
     report = import_file(write(tmp_path, "\n\n"), store, rules, tz="UTC")
 
@@ -625,8 +600,9 @@ def test_import_empty_file_no_add(rules: Publishers, tmp_path: Path) -> None:
     assert report.posts == []
 
 
-def test_import_all_invalid_skipped(rules: Publishers, tmp_path: Path) -> None:
-    store = RecordingStore()
+def test_import_all_invalid_skipped(
+    rules: Publishers, tmp_path: Path, store: RecordingStore
+) -> None:
 
     report = import_file(
         write(tmp_path, "bad,row\n"), store, rules, skip_invalid=True, tz="UTC"

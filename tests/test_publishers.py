@@ -10,7 +10,8 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -20,12 +21,14 @@ import pytest
 from scheduler.config import WebhookSettings
 from scheduler.errors import (
     PermanentPublishError,
+    RateLimitedError,
     TransientPublishError,
+    UnknownOutcomeError,
     ValidationError,
 )
 from scheduler.model import Post, utc_now
 from scheduler.publishers.outbox import OutboxPublisher, read_outbox
-from scheduler.publishers.webhook import WebhookPublisher, display_url
+from scheduler.publishers.webhook import WebhookPublisher, display_url, retry_after_s
 
 DUE_AT = datetime(2026, 12, 7, 8, 0, 0, 250_000, tzinfo=UTC)
 SECRET = "s3cret-for-tests"
@@ -505,18 +508,45 @@ def test_webhook_connection_refused(tmp_path: Path) -> None:
     assert SECRET not in str(caught.value)
 
 
-def test_webhook_slow_response_times_out(receiver: Receiver) -> None:
+def test_webhook_slow_response_is_unknown_outcome(receiver: Receiver) -> None:
     receiver.delay_s = SLOW_DELAY_S
     publisher = make_webhook(receiver.url, timeout_s=SLOW_TIMEOUT_S)
 
     try:
-        with pytest.raises(TransientPublishError) as caught:
+        with pytest.raises(UnknownOutcomeError) as caught:
             publisher.publish(make_post(target="webhook:alerts"))
     finally:
         publisher.close()
 
-    assert "timed out after 0.3 s" in str(caught.value)
+    assert "got no answer within 0.3 s" in str(caught.value)
     assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "expected_s"), [("2", 2.0), ("0", 0.0), (None, None), ("soon", None)]
+)
+def test_webhook_429_carries_retry_after(
+    receiver: Receiver,
+    webhook: WebhookPublisher,
+    header: str | None,
+    expected_s: float | None,
+) -> None:
+    receiver.status = 429
+    if header is not None:
+        receiver.extra_headers = {"Retry-After": header}
+
+    with pytest.raises(RateLimitedError) as caught:
+        webhook.publish(make_post(target="webhook:alerts"))
+
+    assert caught.value.retry_after_s == expected_s
+
+
+def test_retry_after_http_date() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    header = format_datetime(later, usegmt=True)
+    seconds = retry_after_s(header)
+    assert seconds is not None
+    assert 28 <= seconds <= 30
 
 
 def test_webhook_invalid_url_is_permanent() -> None:

@@ -12,6 +12,9 @@ import hashlib
 import hmac
 import json
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -19,7 +22,9 @@ import httpx
 from scheduler.config import WebhookSettings
 from scheduler.errors import (
     PermanentPublishError,
+    RateLimitedError,
     TransientPublishError,
+    UnknownOutcomeError,
     ValidationError,
 )
 from scheduler.model import Post, utc_now
@@ -34,7 +39,8 @@ SIGNATURE_PREFIX = "sha256="
 MAX_BODY_EXCERPT = 200
 # A receiver responds with these 4xx statuses when it may accept the same
 # request later: 408 Request Timeout and 429 Too Many Requests.
-RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
+# 429 is retried too, after its Retry-After (RateLimitedError).
+RETRYABLE_CLIENT_STATUSES = frozenset({408})
 CONFIG_EXAMPLE = (
     '{"alerts": {"url": "https://example.org/hooks/alerts", "secret": "..."}}'
 )
@@ -121,11 +127,16 @@ class WebhookPublisher(Publisher):
                 f"cannot POST to {where}: invalid URL ({exc}); "
                 "set an http(s) URL for it in POSTSCHED_WEBHOOKS"
             ) from exc
-        except httpx.TimeoutException as exc:
-            # The receiver may have accepted the post before the timeout, and
-            # the Idempotency-Key lets it discard the retry.
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing was sent yet, so sending again cannot publish twice.
             raise TransientPublishError(
-                f"POST to {where} timed out after {settings.timeout_s:g} s"
+                f"POST to {where} timed out connecting after {settings.timeout_s:g} s"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            # The receiver may have accepted the post before the timeout.
+            raise UnknownOutcomeError(
+                f"POST to {where} was sent but got no answer within {settings.timeout_s:g} s; "
+                "the receiver may have it, so it is not sent again: check with the receiver"
             ) from exc
         except httpx.TransportError as exc:
             raise TransientPublishError(
@@ -165,6 +176,10 @@ def _raise_for_status(where: str, response: httpx.Response) -> None:
         return
     excerpt = _body_excerpt(response)
     message = f"{where} responded with {status} {response.reason_phrase}: {excerpt}"
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        raise RateLimitedError(
+            message, retry_after_s(response.headers.get("Retry-After"))
+        )
     if status >= 500 or status in RETRYABLE_CLIENT_STATUSES:
         raise TransientPublishError(message)
     if 300 <= status < 400:
@@ -174,6 +189,22 @@ def _raise_for_status(where: str, response: httpx.Response) -> None:
             f"({location or 'see the Location header'}) in POSTSCHED_WEBHOOKS"
         )
     raise PermanentPublishError(message)
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """Return the seconds of a Retry-After header (delay or HTTP date), or None."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        moment = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _body_excerpt(response: httpx.Response) -> str:

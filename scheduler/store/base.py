@@ -11,6 +11,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from scheduler.model import Post, PostStatus
 
@@ -78,7 +79,6 @@ class Store(abc.ABC):
         them and counts one more attempt. A post is claimed by one caller only.
         """
 
-    @abc.abstractmethod
     def mark_published(
         self,
         post_id: str,
@@ -89,18 +89,61 @@ class Store(abc.ABC):
         """Set a publishing post to ``published``.
 
         Returns False, changing nothing, when the post is not ``publishing``
-        under ``attempt_id`` any more.
+        under ``attempt_id`` any more. The same holds for every method below
+        that takes an ``attempt_id``.
         """
+        changes = {
+            "status": str(PostStatus.PUBLISHED),
+            "published_at": published_at,
+            "external_id": external_id,
+            "lease_until": None,
+            "updated_at": published_at,
+        }
+        return self._settle(post_id, attempt_id, "mark a post published", changes)
 
-    @abc.abstractmethod
     def mark_failed(
         self, post_id: str, attempt_id: str, error: str, now: datetime
     ) -> bool:
-        """Set a publishing post to ``failed`` with ``error`` as its last error.
+        """Set a publishing post to ``failed`` with ``error`` as its last error."""
+        changes = {
+            "status": str(PostStatus.FAILED),
+            "last_error": error,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        return self._settle(post_id, attempt_id, "mark a post failed", changes)
 
-        Returns False, changing nothing, when the post is not ``publishing``
-        under ``attempt_id`` any more.
-        """
+    def mark_unconfirmed(
+        self, post_id: str, attempt_id: str, error: str, now: datetime
+    ) -> bool:
+        """Set a publishing post to ``unconfirmed``: sent, but its outcome is unknown."""
+        changes = {
+            "status": str(PostStatus.UNCONFIRMED),
+            "last_error": error,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        return self._settle(post_id, attempt_id, "mark a post unconfirmed", changes)
+
+    def retry_later(
+        self, post_id: str, attempt_id: str, due_at: datetime, error: str, now: datetime
+    ) -> bool:
+        """Send a publishing post back to ``scheduled``, due again at ``due_at``."""
+        changes = {
+            "status": str(PostStatus.SCHEDULED),
+            "due_at": due_at,
+            "last_error": error,
+            "attempt_id": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        return self._settle(post_id, attempt_id, "schedule a retry", changes)
+
+    @abc.abstractmethod
+    def _settle(
+        self, post_id: str, attempt_id: str, operation: str, changes: dict[str, Any]
+    ) -> bool:
+        """Apply ``changes`` to a post that is publishing under ``attempt_id``, atomically."""
 
     @abc.abstractmethod
     def sweep_expired(self, now: datetime, max_attempts: int) -> SweepResult:

@@ -242,36 +242,7 @@ class MongoStore(Store):
             ).sort([("due_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
             return [_from_document(document) for document in claimed]
 
-    def mark_published(
-        self,
-        post_id: str,
-        attempt_id: str,
-        published_at: datetime,
-        external_id: str | None,
-    ) -> bool:
-        """Set a post claimed under ``attempt_id`` to published."""
-        changes = {
-            "status": str(PostStatus.PUBLISHED),
-            "published_at": published_at,
-            "external_id": external_id,
-            "lease_until": None,
-            "updated_at": published_at,
-        }
-        return self._finish(post_id, attempt_id, "mark a post published", changes)
-
-    def mark_failed(
-        self, post_id: str, attempt_id: str, error: str, now: datetime
-    ) -> bool:
-        """Set a post claimed under ``attempt_id`` to failed."""
-        changes = {
-            "status": str(PostStatus.FAILED),
-            "last_error": error,
-            "lease_until": None,
-            "updated_at": now,
-        }
-        return self._finish(post_id, attempt_id, "mark a post failed", changes)
-
-    def _finish(
+    def _settle(
         self, post_id: str, attempt_id: str, operation: str, changes: dict[str, Any]
     ) -> bool:
         with self._translate_errors(operation):

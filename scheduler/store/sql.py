@@ -288,41 +288,8 @@ class SqlStore(Store):
             ]
         return sorted(claimed, key=lambda post: (post.due_at, post.id))
 
-    def mark_published(
-        self,
-        post_id: str,
-        attempt_id: str,
-        published_at: datetime,
-        external_id: str | None,
-    ) -> bool:
-        """Set a post claimed under ``attempt_id`` to published."""
-        return self._finish(
-            post_id,
-            attempt_id,
-            "mark a post published",
-            status=str(PostStatus.PUBLISHED),
-            published_at=published_at,
-            external_id=external_id,
-            lease_until=None,
-            updated_at=published_at,
-        )
-
-    def mark_failed(
-        self, post_id: str, attempt_id: str, error: str, now: datetime
-    ) -> bool:
-        """Set a post claimed under ``attempt_id`` to failed."""
-        return self._finish(
-            post_id,
-            attempt_id,
-            "mark a post failed",
-            status=str(PostStatus.FAILED),
-            last_error=error,
-            lease_until=None,
-            updated_at=now,
-        )
-
-    def _finish(
-        self, post_id: str, attempt_id: str, operation: str, **values: Any
+    def _settle(
+        self, post_id: str, attempt_id: str, operation: str, changes: dict[str, Any]
     ) -> bool:
         statement = (
             posts.update()
@@ -331,7 +298,7 @@ class SqlStore(Store):
                 posts.c.status == str(PostStatus.PUBLISHING),
                 posts.c.attempt_id == attempt_id,
             )
-            .values(**values)
+            .values(**changes)
         )
         with self._transaction(operation) as connection:
             return connection.execute(statement).rowcount == 1

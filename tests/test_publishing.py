@@ -1,0 +1,217 @@
+"""Publishing claimed posts: outcomes, retries in the store, redeliveries."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.errors import (
+    PermanentPublishError,
+    PublishError,
+    RateLimitedError,
+    StoreUnavailableError,
+    TransientPublishError,
+    UnknownOutcomeError,
+)
+from scheduler.model import Post, PostStatus, utc_now
+from scheduler.publishers.base import PublishResult
+from scheduler.publishing import RetryPolicy, publish_claimed
+from scheduler.store.sql import SqlStore
+
+POLICY = RetryPolicy(max_attempts=3, backoff_s=10.0, backoff_max_s=600.0)
+
+
+class ScriptedPublisher:
+    """Raises the scripted errors in turn, then publishes; counts calls per post."""
+
+    def __init__(self, *script: PublishError) -> None:
+        self.script = list(script)
+        self.calls: Counter[str] = Counter()
+
+    def for_target(self, target: str) -> ScriptedPublisher:
+        return self
+
+    def publish(self, post: Post) -> PublishResult:
+        self.calls[post.id] += 1
+        if self.script:
+            raise self.script.pop(0)
+        return PublishResult(published_at=utc_now(), external_id=f"ext-{post.id}")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    sql = SqlStore(f"sqlite:///{tmp_path / 'posts.db'}")
+    yield sql
+    sql.close()
+
+
+def claim_one(store: SqlStore, attempt_id: str = "attempt-1") -> Post:
+    now = utc_now()
+    claimed = store.claim_due(now, 1, attempt_id, now + timedelta(minutes=5))
+    assert len(claimed) == 1
+    return claimed[0]
+
+
+def add_due_post(store: SqlStore) -> Post:
+    now = utc_now()
+    post = Post(
+        id="p1",
+        target="outbox:main",
+        content="hi",
+        due_at=now - timedelta(seconds=1),
+        timezone="UTC",
+    )
+    store.add([post])
+    return post
+
+
+def run(
+    store: SqlStore, publisher: ScriptedPublisher, attempt_id: str = "attempt-1"
+) -> tuple[dict[str, int], list[datetime]]:
+    woken: list[datetime] = []
+    outcomes = publish_claimed(
+        store, publisher, attempt_id, ["p1"], policy=POLICY, wake=woken.append
+    )  # type: ignore[arg-type]
+    return outcomes, woken
+
+
+def test_success_marks_published(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    publisher = ScriptedPublisher()
+    outcomes, _ = run(store, publisher)
+    post = store.get("p1")
+    assert outcomes == {"published": 1}
+    assert post.status is PostStatus.PUBLISHED
+    assert post.external_id == "ext-p1"
+
+
+def test_transient_error_retries_in_store(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    before = utc_now()
+    outcomes, woken = run(
+        store, ScriptedPublisher(TransientPublishError("503 from platform"))
+    )
+    post = store.get("p1")
+    assert outcomes == {"retried": 1}
+    assert post.status is PostStatus.SCHEDULED
+    assert post.attempts == 1
+    assert post.last_error == "503 from platform"
+    assert (
+        before + timedelta(seconds=5)
+        <= post.due_at
+        <= utc_now() + timedelta(seconds=10)
+    )
+    assert woken == [post.due_at]
+
+
+def test_rate_limit_waits_retry_after(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    before = utc_now()
+    run(
+        store,
+        ScriptedPublisher(RateLimitedError("429 Too Many Requests", retry_after_s=2.0)),
+    )
+    post = store.get("p1")
+    assert post.status is PostStatus.SCHEDULED
+    assert (
+        before + timedelta(seconds=2) <= post.due_at <= utc_now() + timedelta(seconds=2)
+    )
+
+
+def test_retry_then_success_publishes_once(store: SqlStore) -> None:
+    add_due_post(store)
+    publisher = ScriptedPublisher(TransientPublishError("connection refused"))
+    claim_one(store, "attempt-1")
+    run(store, publisher, "attempt-1")
+    # Makes the retry due now instead of after the backoff.
+    with store._transaction("test") as connection:
+        connection.exec_driver_sql(
+            "UPDATE posts SET due_at = '2000-01-01 00:00:00.000000'"
+        )
+    claim_one(store, "attempt-2")
+    outcomes, _ = run(store, publisher, "attempt-2")
+    post = store.get("p1")
+    assert outcomes == {"published": 1}
+    assert post.attempts == 2
+    assert publisher.calls["p1"] == 2
+
+
+def test_no_retries_left_fails(store: SqlStore) -> None:
+    add_due_post(store)
+    with store._transaction("test") as connection:
+        connection.exec_driver_sql("UPDATE posts SET attempts = 2")
+    claim_one(store)
+    outcomes, woken = run(store, ScriptedPublisher(TransientPublishError("503")))
+    post = store.get("p1")
+    assert outcomes == {"failed": 1}
+    assert post.status is PostStatus.FAILED
+    assert "attempt 3 of 3, no retries left" in (post.last_error or "")
+    assert woken == []
+
+
+def test_permanent_error_fails_once(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    publisher = ScriptedPublisher(PermanentPublishError("422: text too long"))
+    outcomes, _ = run(store, publisher)
+    post = store.get("p1")
+    assert outcomes == {"failed": 1}
+    assert post.status is PostStatus.FAILED
+    assert post.last_error == "422: text too long"
+    assert publisher.calls["p1"] == 1
+
+
+def test_unknown_outcome_is_unconfirmed(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    outcomes, woken = run(
+        store, ScriptedPublisher(UnknownOutcomeError("read timed out"))
+    )
+    post = store.get("p1")
+    assert outcomes == {"unconfirmed": 1}
+    assert post.status is PostStatus.UNCONFIRMED
+    assert woken == []
+
+
+def test_redelivered_message_skipped(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store, "current-attempt")
+    publisher = ScriptedPublisher()
+    outcomes, _ = run(store, publisher, "stale-attempt")
+    assert outcomes == {"skipped": 1}
+    assert publisher.calls["p1"] == 0
+    assert store.get("p1").status is PostStatus.PUBLISHING
+
+
+class FlakyRecordStore(SqlStore):
+    """Fails the first two attempts to record a published post."""
+
+    failures_left = 2
+
+    def mark_published(self, *args: Any, **kwargs: Any) -> bool:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise StoreUnavailableError("store at sqlite:///posts.db is unreachable")
+        return super().mark_published(*args, **kwargs)
+
+
+def test_store_outage_after_send_no_resend(tmp_path: Path) -> None:
+    store = FlakyRecordStore(f"sqlite:///{tmp_path / 'posts.db'}")
+    add_due_post(store)
+    claim_one(store)
+    publisher = ScriptedPublisher()
+    outcomes = publish_claimed(store, publisher, "attempt-1", ["p1"], policy=POLICY)  # type: ignore[arg-type]
+    post = store.get("p1")
+    store.close()
+    assert outcomes == {"published": 1}
+    assert publisher.calls["p1"] == 1
+    assert post.status is PostStatus.PUBLISHED
+    assert post.external_id == "ext-p1"
