@@ -40,6 +40,10 @@ class Post:
     link: str | None = None
     status: PostStatus = PostStatus.SCHEDULED
     attempts: int = 0
+    # Deliveries to a publishing task that have not ended cleanly: more than
+    # one means a worker died while publishing, so the platform may have it.
+    # Reset only when a retry is scheduled after the platform turned it down.
+    deliveries: int = 0
     last_error: str | None = None
     published_at: datetime | None = None
     external_id: str | None = None
@@ -62,6 +66,19 @@ class Post:
     def idempotency_key(self) -> str:
         """Key that stays the same for every attempt to publish this post."""
         return f"postsched-{self.id}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt to publish a post, for the post's history."""
+
+    post_id: str
+    attempt_id: str
+    started_at: datetime
+    duration_ms: float
+    worker: str
+    outcome: str
+    error: str | None = None
 
 
 class TargetRules(Protocol):

@@ -8,7 +8,9 @@ and the broker never holds a retry message.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler.errors import (
-    PostNotFoundError,
     PublishError,
     RateLimitedError,
     StoreUnavailableError,
@@ -24,9 +25,9 @@ from scheduler.errors import (
     UnknownOutcomeError,
     ValidationError,
 )
-from scheduler.model import Post, PostStatus, utc_now
+from scheduler.model import Attempt, Post, utc_now
 from scheduler.publishers import Publishers
-from scheduler.publishers.base import PublishResult
+from scheduler.publishers.base import Publisher, PublishResult
 from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,16 @@ class RetryPolicy:
 
     The n-th retry waits ``backoff_s * 2**(n-1)``, at most ``backoff_max_s``,
     with up to half of it taken off at random so that posts failing together
-    do not retry together. A post gets at most ``max_attempts`` attempts.
+    do not retry together. A post gets at most ``max_attempts`` attempts, and
+    is failed once ``max_deliveries`` deliveries were cut short by a worker
+    that died.
     """
 
     max_attempts: int = 5
     backoff_s: float = 5.0
     backoff_max_s: float = 600.0
+    # Interrupted deliveries (the worker died mid-publish) before a post is failed.
+    max_deliveries: int = 3
 
     def delay_s(self, attempts: int) -> float:
         """Return the wait after attempt number ``attempts`` (1 for the first)."""
@@ -87,38 +92,112 @@ def _publish_one(
     post_id: str,
     policy: RetryPolicy,
 ) -> tuple[str, datetime | None]:
-    try:
-        post = store.get(post_id)
-    except PostNotFoundError:
-        logger.warning("post %s was not found; skipping it", post_id)
-        return "skipped", None
-    if post.status is not PostStatus.PUBLISHING or post.attempt_id != attempt_id:
+    started_at = utc_now()
+    started = time.perf_counter()
+    post = store.begin_delivery(post_id, attempt_id)
+    if post is None:
         logger.info(
-            "post %s is %s under attempt %s, not claimed under %s; skipping it",
+            "post %s is not claimed under attempt %s any more; skipping it",
             post_id,
-            post.status,
-            post.attempt_id,
             attempt_id,
         )
         return "skipped", None
 
+    outcome, error, retry_at = _attempt(store, publishers, post, attempt_id, policy)
+    attempt = Attempt(
+        post_id=post_id,
+        attempt_id=attempt_id,
+        started_at=started_at,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        outcome=outcome,
+        error=error,
+    )
     try:
-        result = publishers.for_target(post.target).publish(post)
+        store.add_attempt(attempt)
+    except StoreUnavailableError as exc:
+        logger.warning(
+            "could not record attempt %s of post %s: %s", attempt_id, post_id, exc
+        )
+    return outcome, retry_at
+
+
+def _attempt(
+    store: Store,
+    publishers: Publishers,
+    post: Post,
+    attempt_id: str,
+    policy: RetryPolicy,
+) -> tuple[str, str | None, datetime | None]:
+    """Publish ``post`` once; return the outcome, its error and any retry time."""
+    try:
+        publisher = publishers.for_target(post.target)
+        if post.deliveries > 1:
+            found = _settle_interrupted(store, publisher, post, attempt_id, policy)
+            if found is not None:
+                return found
+        result = publisher.publish(post)
     except UnknownOutcomeError as exc:
         logger.error(
-            "post %s to %s has an unknown outcome: %s", post_id, post.target, exc
+            "post %s to %s has an unknown outcome: %s", post.id, post.target, exc
         )
-        store.mark_unconfirmed(post_id, attempt_id, str(exc), utc_now())
-        return "unconfirmed", None
+        store.mark_unconfirmed(post.id, attempt_id, str(exc), utc_now())
+        return "unconfirmed", str(exc), None
     except TransientPublishError as exc:
-        return _retry_or_fail(store, post, attempt_id, exc, policy)
+        outcome, retry_at = _retry_or_fail(store, post, attempt_id, exc, policy)
+        return outcome, str(exc), retry_at
     except (PublishError, ValidationError) as exc:
-        logger.warning("post %s to %s failed for good: %s", post_id, post.target, exc)
-        store.mark_failed(post_id, attempt_id, str(exc), utc_now())
-        return "failed", None
+        logger.warning("post %s to %s failed for good: %s", post.id, post.target, exc)
+        store.mark_failed(post.id, attempt_id, str(exc), utc_now())
+        return "failed", str(exc), None
 
     _record_published(store, post, attempt_id, result)
-    return "published", None
+    return "published", None, None
+
+
+def _settle_interrupted(
+    store: Store, publisher: Publisher, post: Post, attempt_id: str, policy: RetryPolicy
+) -> tuple[str, str | None, datetime | None] | None:
+    """Settle a post whose earlier delivery stopped mid-way, before sending it again.
+
+    The worker died while publishing it, so the platform may have it. Returns
+    the outcome, or None when the platform does not have the post and it is
+    safe to send.
+    """
+    interrupted = post.deliveries - 1
+    if interrupted >= policy.max_deliveries:
+        error = (
+            f"publishing this post stopped the worker {interrupted} times; it is marked failed "
+            "instead of being tried again, so check its content and the publisher"
+        )
+        logger.error("post %s to %s: %s", post.id, post.target, error)
+        store.mark_failed(post.id, attempt_id, error, utc_now())
+        return "failed", error, None
+    try:
+        found = publisher.find(post)
+    except NotImplementedError:
+        error = (
+            f"the worker stopped while publishing this post and {publisher.name} cannot look posts up, "
+            "so it may or may not be out; check the platform"
+        )
+        logger.error("post %s to %s: %s", post.id, post.target, error)
+        store.mark_unconfirmed(post.id, attempt_id, error, utc_now())
+        return "unconfirmed", error, None
+    if found is None:
+        logger.info(
+            "post %s was interrupted before %s got it; sending it again",
+            post.id,
+            post.target,
+        )
+        return None
+    logger.info(
+        "post %s was interrupted after %s got it as %s; recording it",
+        post.id,
+        post.target,
+        found.external_id,
+    )
+    _record_published(store, post, attempt_id, found)
+    return "published", None, None
 
 
 def _retry_or_fail(

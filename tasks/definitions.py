@@ -117,7 +117,16 @@ def register_tasks(app: PostschedCelery) -> None:
         )
         return result.as_dict()
 
-    @app.task(name=PUBLISH_TASK_NAME, shared=False, acks_late=True, ignore_result=True)
+    # acks_late with reject_on_worker_lost: a message whose worker died is
+    # delivered again, and the delivery count in the store tells the next
+    # delivery to look the post up before sending it.
+    @app.task(
+        name=PUBLISH_TASK_NAME,
+        shared=False,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
     def publish_posts(attempt_id: str, post_ids: list[str]) -> dict[str, int]:
         runtime = app.runtime
         return publish_claimed(
@@ -129,6 +138,7 @@ def register_tasks(app: PostschedCelery) -> None:
                 settings.max_attempts,
                 settings.retry_backoff_s,
                 settings.retry_backoff_max_s,
+                settings.max_deliveries,
             ),
             wake=lambda due_at: runtime.chain.wake(due_at, utc_now()),
         )

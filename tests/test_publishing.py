@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.config import Settings
 from scheduler.errors import (
     PermanentPublishError,
     PublishError,
@@ -19,7 +20,9 @@ from scheduler.errors import (
     UnknownOutcomeError,
 )
 from scheduler.model import Post, PostStatus, utc_now
+from scheduler.publishers import Publishers
 from scheduler.publishers.base import PublishResult
+from scheduler.publishers.outbox import read_outbox
 from scheduler.publishing import RetryPolicy, publish_claimed
 from scheduler.store.sql import SqlStore
 
@@ -28,6 +31,8 @@ POLICY = RetryPolicy(max_attempts=3, backoff_s=10.0, backoff_max_s=600.0)
 
 class ScriptedPublisher:
     """Raises the scripted errors in turn, then publishes; counts calls per post."""
+
+    name = "scripted"
 
     def __init__(self, *script: PublishError) -> None:
         self.script = list(script)
@@ -215,3 +220,99 @@ def test_store_outage_after_send_no_resend(tmp_path: Path) -> None:
     assert publisher.calls["p1"] == 1
     assert post.status is PostStatus.PUBLISHED
     assert post.external_id == "ext-p1"
+
+
+@pytest.fixture
+def outbox_publishers(tmp_path: Path) -> Iterator[Publishers]:
+    publishers = Publishers(Settings(data_dir=tmp_path, outbox_dir=tmp_path / "outbox"))
+    yield publishers
+    publishers.close()
+
+
+def deliver(
+    store: SqlStore, publishers: Any, attempt_id: str = "attempt-1"
+) -> dict[str, int]:
+    return publish_claimed(store, publishers, attempt_id, ["p1"], policy=POLICY)
+
+
+def outbox_ids(tmp_path: Path) -> list[str]:
+    return [line["post_id"] for line in read_outbox(tmp_path / "outbox" / "main.jsonl")]
+
+
+def test_interrupted_after_write_not_resent(
+    store: SqlStore, outbox_publishers: Publishers, tmp_path: Path
+) -> None:
+    post = add_due_post(store)
+    claim_one(store)
+    store.begin_delivery("p1", "attempt-1")
+    # The first delivery wrote the line, then its worker died before the store update.
+    outbox_publishers.for_target(post.target).publish(post)
+    outcomes = deliver(store, outbox_publishers)
+    assert outcomes == {"published": 1}
+    assert outbox_ids(tmp_path) == ["p1"]
+    assert store.get("p1").external_id == "main:0"
+
+
+def test_interrupted_before_write_sends_once(
+    store: SqlStore, outbox_publishers: Publishers, tmp_path: Path
+) -> None:
+    add_due_post(store)
+    claim_one(store)
+    store.begin_delivery("p1", "attempt-1")
+    outcomes = deliver(store, outbox_publishers)
+    assert outcomes == {"published": 1}
+    assert outbox_ids(tmp_path) == ["p1"]
+
+
+def test_interrupted_without_lookup_unconfirmed(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    store.begin_delivery("p1", "attempt-1")
+
+    class NoLookup(ScriptedPublisher):
+        name = "nolookup"
+
+        def find(self, post: Post) -> PublishResult | None:
+            raise NotImplementedError
+
+    publisher = NoLookup()
+    outcomes = deliver(store, publisher)
+    post = store.get("p1")
+    assert outcomes == {"unconfirmed": 1}
+    assert publisher.calls["p1"] == 0
+    assert "cannot look posts up" in (post.last_error or "")
+
+
+def test_poison_post_fails_after_max_deliveries(
+    store: SqlStore, outbox_publishers: Publishers
+) -> None:
+    add_due_post(store)
+    claim_one(store)
+    for _ in range(POLICY.max_deliveries):
+        store.begin_delivery("p1", "attempt-1")
+    outcomes = deliver(store, outbox_publishers)
+    post = store.get("p1")
+    assert outcomes == {"failed": 1}
+    assert post.status is PostStatus.FAILED
+    assert "stopped the worker 3 times" in (post.last_error or "")
+
+
+def test_attempts_recorded_in_history(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store, "attempt-1")
+    run(
+        store,
+        ScriptedPublisher(TransientPublishError("503 from platform")),
+        "attempt-1",
+    )
+    with store._transaction("test") as connection:
+        connection.exec_driver_sql(
+            "UPDATE posts SET due_at = '2000-01-01 00:00:00.000000'"
+        )
+    claim_one(store, "attempt-2")
+    run(store, ScriptedPublisher(), "attempt-2")
+    history = store.list_attempts("p1")
+    assert [attempt.outcome for attempt in history] == ["retried", "published"]
+    assert history[0].error == "503 from platform"
+    assert history[1].error is None
+    assert all(attempt.duration_ms >= 0 for attempt in history)

@@ -29,7 +29,7 @@ from scheduler.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from scheduler.model import Post, PostStatus, utc_now
+from scheduler.model import Attempt, Post, PostStatus, utc_now
 from scheduler.publishers.base import PublishResult
 from scheduler.publishing import publish_claimed
 from scheduler.store import open_store
@@ -476,3 +476,47 @@ def test_sweep_publishes_post_with_external_id(store: Store) -> None:
     result = store.sweep_expired(now, max_attempts=3)
     assert result.published == 1
     assert store.get(post.id).status is PostStatus.PUBLISHED
+
+
+def test_begin_delivery_counts(store: Store) -> None:
+    post = make_post()
+    store.add([post])
+    now = utc_now()
+    store.claim_due(now, 10, "right", now + LEASE)
+    first = store.begin_delivery(post.id, "right")
+    second = store.begin_delivery(post.id, "right")
+    assert first is not None
+    assert first.deliveries == 1
+    assert second is not None
+    assert second.deliveries == 2
+    assert store.begin_delivery(post.id, "wrong") is None
+
+
+def test_update_where_checks_status(store: Store) -> None:
+    post = make_post(due_in_s=60)
+    store.add([post])
+    later = post.due_at + timedelta(hours=1)
+    moved = store.update_where(
+        post.id, {PostStatus.SCHEDULED}, "reschedule", {"due_at": later}
+    )
+    assert moved.due_at == later
+    with pytest.raises(
+        InvalidStateError,
+        match="cannot retry post .* it is scheduled, and only failed or unconfirmed",
+    ):
+        store.update_where(
+            post.id,
+            {PostStatus.FAILED, PostStatus.UNCONFIRMED},
+            "retry",
+            {"due_at": later},
+        )
+
+
+def test_attempt_history_round_trip(store: Store) -> None:
+    now = utc_now()
+    first = Attempt("p1", "a1", now, 12.5, "host:1", "retried", "503")
+    second = Attempt("p1", "a2", now + timedelta(seconds=5), 3.0, "host:2", "published")
+    store.add_attempt(second)
+    store.add_attempt(first)
+    store.add_attempt(Attempt("p2", "a3", now, 1.0, "host:1", "published"))
+    assert store.list_attempts("p1") == [first, second]

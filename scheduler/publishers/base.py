@@ -39,5 +39,14 @@ class Publisher(abc.ABC):
     def publish(self, post: Post) -> PublishResult:
         """Send ``post`` to the platform and return what it answered."""
 
+    def find(self, post: Post) -> PublishResult | None:
+        """Return what the platform holds for ``post``, looked up by its idempotency key.
+
+        Returns None when the platform does not have it. Raises
+        NotImplementedError when the platform offers no such lookup, so an
+        interrupted attempt can only be settled by an operator.
+        """
+        raise NotImplementedError(f"the {self.name} publisher cannot look posts up")
+
     def close(self) -> None:  # noqa: B027 - most publishers hold nothing to release
         """Release connections and files held by the publisher."""

@@ -88,6 +88,32 @@ class OutboxPublisher(Publisher):
             ) from exc
         return PublishResult(published_at, external_id=f"{post.account}:{offset}")
 
+    def find(self, post: Post) -> PublishResult | None:
+        """Return the line already written for ``post``, found by its idempotency key."""
+        path = self.path_for(post.account)
+        try:
+            with open(path, "rb") as file:
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+                offset = 0
+                for line in file:
+                    if post.idempotency_key.encode() in line:
+                        record = json.loads(line)
+                        if record.get("idempotency_key") == post.idempotency_key:
+                            published_at = datetime.fromisoformat(
+                                record["published_at"]
+                            )
+                            return PublishResult(
+                                published_at, external_id=f"{post.account}:{offset}"
+                            )
+                    offset += len(line)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TransientPublishError(
+                f"cannot read outbox file {path}: {exc.strerror or exc}"
+            ) from exc
+        return None
+
 
 def read_outbox(path: Path) -> list[dict[str, Any]]:
     """Read the posts of an outbox file, in the order they were written.

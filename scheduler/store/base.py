@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduler.model import Post, PostStatus
+from scheduler.errors import InvalidStateError
+from scheduler.model import Attempt, Post, PostStatus
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,50 @@ class Store(abc.ABC):
     ) -> list[Post]:
         """Return posts ordered by due time, filtered by status, target and ids."""
 
-    @abc.abstractmethod
     def cancel(self, post_id: str, now: datetime) -> Post:
         """Set a scheduled post to ``cancelled`` and return it."""
+        changes = {"status": str(PostStatus.CANCELLED), "updated_at": now}
+        return self.update_where(post_id, {PostStatus.SCHEDULED}, "cancel", changes)
+
+    def update_where(
+        self,
+        post_id: str,
+        allowed: set[PostStatus],
+        operation: str,
+        changes: dict[str, Any],
+    ) -> Post:
+        """Apply ``changes`` to the post if its status is in ``allowed``, atomically.
+
+        Returns the changed post; raises InvalidStateError naming ``operation``
+        when the status is another, and PostNotFoundError for an unknown id.
+        """
+        updated = self._update_if(post_id, allowed, changes)
+        if updated is not None:
+            return updated
+        current = self.get(post_id)
+        names = " or ".join(sorted(str(status) for status in allowed))
+        raise InvalidStateError(post_id, current.status, operation, names)
+
+    @abc.abstractmethod
+    def _update_if(
+        self, post_id: str, allowed: set[PostStatus], changes: dict[str, Any]
+    ) -> Post | None:
+        """Apply ``changes`` if the post's status is in ``allowed``; return it, or None."""
+
+    @abc.abstractmethod
+    def begin_delivery(self, post_id: str, attempt_id: str) -> Post | None:
+        """Count one more delivery of a post claimed under ``attempt_id`` and return it.
+
+        Returns None when the post is not publishing under ``attempt_id``.
+        """
+
+    @abc.abstractmethod
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record one attempt to publish a post."""
+
+    @abc.abstractmethod
+    def list_attempts(self, post_id: str) -> list[Attempt]:
+        """Return the recorded attempts of a post, oldest first."""
 
     @abc.abstractmethod
     def claim_due(
@@ -128,9 +170,14 @@ class Store(abc.ABC):
     def retry_later(
         self, post_id: str, attempt_id: str, due_at: datetime, error: str, now: datetime
     ) -> bool:
-        """Send a publishing post back to ``scheduled``, due again at ``due_at``."""
+        """Send a publishing post back to ``scheduled``, due again at ``due_at``.
+
+        Only for a post the platform did not get: the delivery count starts
+        over, so the next attempt publishes without looking the post up first.
+        """
         changes = {
             "status": str(PostStatus.SCHEDULED),
+            "deliveries": 0,
             "due_at": due_at,
             "last_error": error,
             "attempt_id": None,

@@ -24,12 +24,11 @@ from pymongo.write_concern import WriteConcern
 
 from scheduler.errors import (
     ConfigError,
-    InvalidStateError,
     PostNotFoundError,
     StoreError,
     StoreUnavailableError,
 )
-from scheduler.model import Post, PostStatus
+from scheduler.model import Attempt, Post, PostStatus
 from scheduler.store.base import Store, SweepResult, lease_error
 from scheduler.urls import mask_url
 
@@ -80,6 +79,9 @@ class MongoStore(Store):
         self._posts: Collection[dict[str, Any]] = database.get_collection(
             "posts", write_concern=WriteConcern(w=write_concern)
         )
+        self._attempts: Collection[dict[str, Any]] = database.get_collection(
+            "attempts", write_concern=WriteConcern(w=write_concern)
+        )
         try:
             self._create_indexes()
         except BaseException:
@@ -96,6 +98,7 @@ class MongoStore(Store):
                 self._posts.create_index(
                     [("status", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)]
                 )
+                self._attempts.create_index([("post_id", pymongo.ASCENDING)])
         except OperationFailure as exc:
             if exc.code in (MONGO_UNAUTHORIZED, MONGO_AUTHENTICATION_FAILED):
                 raise ConfigError(
@@ -191,18 +194,53 @@ class MongoStore(Store):
                 cursor = cursor.limit(limit)
             return [_from_document(document) for document in cursor]
 
-    def cancel(self, post_id: str, now: datetime) -> Post:
-        """Cancel a scheduled post."""
-        with self._translate_errors("cancel a post"):
+    def _update_if(
+        self, post_id: str, allowed: set[PostStatus], changes: dict[str, Any]
+    ) -> Post | None:
+        with self._translate_errors("update a post"):
             document = self._posts.find_one_and_update(
-                {"_id": post_id, "status": str(PostStatus.SCHEDULED)},
-                {"$set": {"status": str(PostStatus.CANCELLED), "updated_at": now}},
+                {
+                    "_id": post_id,
+                    "status": {"$in": [str(status) for status in allowed]},
+                },
+                {"$set": changes},
                 return_document=ReturnDocument.AFTER,
             )
-        if document is not None:
-            return _from_document(document)
-        current = self.get(post_id)
-        raise InvalidStateError(post_id, current.status, "cancel", "scheduled")
+        return None if document is None else _from_document(document)
+
+    def begin_delivery(self, post_id: str, attempt_id: str) -> Post | None:
+        """Count one more delivery of a claimed post; None unless claimed under ``attempt_id``."""
+        with self._translate_errors("count a delivery"):
+            document = self._posts.find_one_and_update(
+                {
+                    "_id": post_id,
+                    "status": str(PostStatus.PUBLISHING),
+                    "attempt_id": attempt_id,
+                },
+                {"$inc": {"deliveries": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        return None if document is None else _from_document(document)
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record one attempt to publish a post."""
+        with self._translate_errors("record an attempt"):
+            self._attempts.insert_one(dict(vars(attempt)))
+
+    def list_attempts(self, post_id: str) -> list[Attempt]:
+        """Return the recorded attempts of a post, oldest first."""
+        with self._translate_errors("list attempts"):
+            documents = list(
+                self._attempts.find({"post_id": post_id}).sort(
+                    "started_at", pymongo.ASCENDING
+                )
+            )
+        found = []
+        for document in documents:
+            document.pop("_id", None)
+            document["started_at"] = _utc(document["started_at"])
+            found.append(Attempt(**document))
+        return found
 
     def claim_due(
         self, now: datetime, limit: int, attempt_id: str, lease_until: datetime

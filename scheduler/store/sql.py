@@ -15,12 +15,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from scheduler.errors import (
     ConfigError,
-    InvalidStateError,
     PostNotFoundError,
     StoreError,
     StoreUnavailableError,
 )
-from scheduler.model import Post, PostStatus
+from scheduler.model import Attempt, Post, PostStatus
 from scheduler.store.base import Store, SweepResult, lease_error
 from scheduler.urls import mask_url
 
@@ -76,6 +75,7 @@ posts = sa.Table(
     sa.Column("timezone", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("deliveries", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("published_at", UTCDateTime),
     sa.Column("external_id", sa.Text),
@@ -85,6 +85,20 @@ posts = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_posts_status_due_at", "status", "due_at"),
     sa.Index("ix_posts_status_lease_until", "status", "lease_until"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("post_id", sa.String(64), nullable=False),
+    sa.Column("attempt_id", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("worker", sa.String(200), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_attempts_post_id", "post_id"),
 )
 
 schema_version = sa.Table(
@@ -227,26 +241,56 @@ class SqlStore(Store):
         with self._transaction("list posts") as connection:
             return [_from_row(row) for row in connection.execute(query).mappings()]
 
-    def cancel(self, post_id: str, now: datetime) -> Post:
-        """Cancel a scheduled post."""
-        with self._transaction("cancel a post") as connection:
-            row = (
-                connection.execute(
-                    posts.update()
-                    .where(
-                        posts.c.id == post_id,
-                        posts.c.status == str(PostStatus.SCHEDULED),
-                    )
-                    .values(status=str(PostStatus.CANCELLED), updated_at=now)
-                    .returning(*posts.c)
-                )
-                .mappings()
-                .first()
+    def _update_if(
+        self, post_id: str, allowed: set[PostStatus], changes: dict[str, Any]
+    ) -> Post | None:
+        statement = (
+            posts.update()
+            .where(
+                posts.c.id == post_id,
+                posts.c.status.in_([str(status) for status in allowed]),
             )
-        if row is not None:
-            return _from_row(row)
-        current = self.get(post_id)
-        raise InvalidStateError(post_id, current.status, "cancel", "scheduled")
+            .values(**changes)
+            .returning(*posts.c)
+        )
+        with self._transaction("update a post") as connection:
+            row = connection.execute(statement).mappings().first()
+        return None if row is None else _from_row(row)
+
+    def begin_delivery(self, post_id: str, attempt_id: str) -> Post | None:
+        """Count one more delivery of a claimed post; None unless claimed under ``attempt_id``."""
+        statement = (
+            posts.update()
+            .where(
+                posts.c.id == post_id,
+                posts.c.status == str(PostStatus.PUBLISHING),
+                posts.c.attempt_id == attempt_id,
+            )
+            .values(deliveries=posts.c.deliveries + 1)
+            .returning(*posts.c)
+        )
+        with self._transaction("count a delivery") as connection:
+            row = connection.execute(statement).mappings().first()
+        return None if row is None else _from_row(row)
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record one attempt to publish a post."""
+        with self._transaction("record an attempt") as connection:
+            connection.execute(attempts.insert().values(**vars(attempt)))
+
+    def list_attempts(self, post_id: str) -> list[Attempt]:
+        """Return the recorded attempts of a post, oldest first."""
+        query = (
+            sa.select(attempts)
+            .where(attempts.c.post_id == post_id)
+            .order_by(attempts.c.started_at)
+        )
+        with self._transaction("list attempts") as connection:
+            rows = connection.execute(query).mappings().all()
+        return [
+            Attempt(**{key: value for key, value in row.items() if key != "id"})
+            for row in rows
+        ]
 
     def claim_due(
         self, now: datetime, limit: int, attempt_id: str, lease_until: datetime
