@@ -45,12 +45,15 @@ def run_check(
     publish_batch_size: int,
     publish_lease_s: float,
     max_attempts: int,
+    missed_grace_s: float,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
     A check that is not the recorded one exits before claiming anything.
     First it settles posts whose publishing lease expired (see
-    ``Store.sweep_expired``), so a post whose task died is claimed again.
+    ``Store.sweep_expired``), so a post whose task died is claimed again, and
+    marks ``missed`` the posts overdue by more than ``missed_grace_s``: after
+    an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
     burst at the rate the broker and the pool can move tasks.
@@ -72,6 +75,15 @@ def run_check(
                 swept.rescheduled,
                 swept.failed,
                 swept.published,
+            )
+        now = utc_now()
+        missed = store.mark_missed(now - timedelta(seconds=missed_grace_s), now)
+        if missed:
+            logger.warning(
+                "check %s marked %d post(s) missed: overdue by more than %g s; 'postsched list --status missed' lists them",
+                task_id,
+                missed,
+                missed_grace_s,
             )
         claimed = _claim_and_dispatch(
             task_id,

@@ -123,11 +123,14 @@ def _print_status(report: StatusReport) -> None:
 def schedule(
     content: Annotated[str, typer.Argument(help="Text of the post.")],
     at: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--at", help="Due time, ISO 8601, such as 2026-12-24T18:00:00+01:00."
         ),
-    ],
+    ] = None,
+    now: Annotated[
+        bool, typer.Option("--now", help="Publish at once instead of at a due time.")
+    ] = False,
     target: Annotated[
         str, typer.Option(help="PUBLISHER:ACCOUNT, such as outbox:main.")
     ] = "outbox:main",
@@ -142,17 +145,125 @@ def schedule(
         bool, typer.Option("--json", help="Print the post as JSON.")
     ] = False,
 ) -> None:
-    """Schedule one post."""
+    """Schedule one post, due --at a time or --now."""
+    if (at is None) == (not now):
+        _fail("give either --at TIME or --now", EXIT_INVALID)
     with _errors_as_exit_codes():
         post = _service().schedule(
             target=target, content=content, due_at=at, timezone=tz, link=link
         )
+    _print_post(
+        post,
+        as_json,
+        f"scheduled post {post.id} to {post.target} at {post.due_at.isoformat()}",
+    )
+
+
+@app.command()
+def reschedule(
+    post_id: Annotated[str, typer.Argument(help="Id of a scheduled post.")],
+    at: Annotated[str, typer.Option("--at", help="New due time, ISO 8601.")],
+    tz: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of a due time written without offset."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the post as JSON.")
+    ] = False,
+) -> None:
+    """Move a scheduled post to another due time."""
+    with _errors_as_exit_codes():
+        post = _service().reschedule(post_id, at, tz)
+    _print_post(
+        post, as_json, f"rescheduled post {post.id} to {post.due_at.isoformat()}"
+    )
+
+
+@app.command()
+def edit(
+    post_id: Annotated[str, typer.Argument(help="Id of a scheduled post.")],
+    content: Annotated[str | None, typer.Option(help="New text of the post.")] = None,
+    link: Annotated[
+        str | None, typer.Option(help="New link; an empty string removes it.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the post as JSON.")
+    ] = False,
+) -> None:
+    """Change the text or link of a scheduled post."""
+    if content is None and link is None:
+        _fail("give --content, --link or both", EXIT_INVALID)
+    with _errors_as_exit_codes():
+        post = _service().edit(post_id, content=content, link=link)
+    _print_post(post, as_json, f"edited post {post.id}")
+
+
+@app.command()
+def retry(
+    post_id: Annotated[
+        str, typer.Argument(help="Id of a failed, unconfirmed or missed post.")
+    ],
+) -> None:
+    """Publish a failed, unconfirmed or missed post again, now."""
+    with _errors_as_exit_codes():
+        post = _service().retry(post_id)
+    console.print(f"post {post.id} will be published again now")
+
+
+@app.command("mark-published")
+def mark_published(
+    post_id: Annotated[
+        str, typer.Argument(help="Id of an unconfirmed or failed post.")
+    ],
+    url: Annotated[str, typer.Option(help="Where the post is on the platform.")],
+) -> None:
+    """Record that a post is out, after checking the platform by hand."""
+    with _errors_as_exit_codes():
+        post = _service().mark_published(post_id, url)
+    console.print(f"post {post.id} marked published at {url}")
+
+
+@app.command()
+def show(
+    post_id: Annotated[str, typer.Argument(help="Id of a post.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Show a post and the history of its attempts."""
+    with _errors_as_exit_codes():
+        post, attempts = _service().show(post_id)
+    if as_json:
+        payload = post_to_dict(post)
+        payload["attempts"] = [
+            {**vars(attempt), "started_at": attempt.started_at.isoformat()}
+            for attempt in attempts
+        ]
+        print(json.dumps(payload))
+        return
+    fields = Table(show_header=False, box=None)
+    for name, value in post_to_dict(post).items():
+        fields.add_row(name, "" if value is None else str(value))
+    console.print(fields)
+    history = Table(
+        "started (UTC)", "duration", "worker", "outcome", "error", title="attempts"
+    )
+    for attempt in attempts:
+        history.add_row(
+            attempt.started_at.isoformat(timespec="milliseconds"),
+            f"{attempt.duration_ms:.0f} ms",
+            attempt.worker,
+            attempt.outcome,
+            attempt.error or "",
+        )
+    console.print(history)
+
+
+def _print_post(post: Post, as_json: bool, message: str) -> None:
     if as_json:
         print(json.dumps(post_to_dict(post)))
     else:
-        console.print(
-            f"scheduled post {post.id} to {post.target} at {post.due_at.isoformat()}"
-        )
+        console.print(message, highlight=False)
 
 
 @app.command("import")

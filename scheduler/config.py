@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     publish_lease_s: float = Field(default=300.0, gt=0, alias="POSTSCHED_PUBLISH_LEASE")
     max_attempts: int = Field(default=5, gt=0, alias="POSTSCHED_MAX_ATTEMPTS")
     max_deliveries: int = Field(default=3, gt=0, alias="POSTSCHED_MAX_DELIVERIES")
+    missed_grace_s: float = Field(default=3600.0, gt=0, alias="POSTSCHED_MISSED_GRACE")
     retry_backoff_s: float = Field(default=5.0, gt=0, alias="POSTSCHED_RETRY_BACKOFF")
     retry_backoff_max_s: float = Field(
         default=600.0, gt=0, alias="POSTSCHED_RETRY_BACKOFF_MAX"

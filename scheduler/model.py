@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from scheduler.errors import ValidationError
 
 MAX_LINK_LENGTH = 2048
+# A due time this far in the past is still accepted, for clocks that differ a little.
+CLOCK_SKEW_S = 5.0
 
 
 class PostStatus(enum.StrEnum):
@@ -26,6 +28,8 @@ class PostStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     # Sent, but the platform's answer was lost: an operator or reconcile decides.
     UNCONFIRMED = "unconfirmed"
+    # Found overdue by more than the grace, after an outage: listed, not published.
+    MISSED = "missed"
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,19 @@ def validate_target(target: object, rules: TargetRules) -> str:
     return target
 
 
+def check_not_past(due_utc: datetime, now: datetime, written: object) -> None:
+    """Raise ValidationError when ``due_utc`` is more than ``CLOCK_SKEW_S`` before ``now``."""
+    late_s = (now - due_utc).total_seconds()
+    if late_s > CLOCK_SKEW_S:
+        shown = written.isoformat() if isinstance(written, datetime) else written
+        raise ValidationError(
+            "due_at",
+            shown,
+            f"{late_s:.0f} s in the past",
+            "give a future time, or ask to publish it now (--now)",
+        )
+
+
 def new_post(
     *,
     target: object,
@@ -268,9 +285,12 @@ def new_post(
     link: object = None,
     post_id: str | None = None,
     now: datetime | None = None,
+    allow_past: bool = False,
 ) -> Post:
     """Validate the fields of a new post and return it, status ``scheduled``.
 
+    A due time more than ``CLOCK_SKEW_S`` before ``now`` is rejected unless
+    ``allow_past`` is set, so that a typo in the date never publishes at once.
     Raises ValidationError, naming the field, the value and the fix.
     """
     checked_target = validate_target(target, rules)
@@ -278,6 +298,8 @@ def new_post(
     checked_link = validate_link(link)
     due_utc, zone_name = resolve_due_at(due_at, timezone)
     created = now or utc_now()
+    if not allow_past:
+        check_not_past(due_utc, created, due_at)
     return Post(
         id=post_id or new_post_id(),
         target=checked_target,

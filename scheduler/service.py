@@ -10,7 +10,17 @@ from typing import Any
 
 from scheduler.chain import Chain
 from scheduler.csv_import import ImportReport, import_file
-from scheduler.model import Post, PostStatus, new_post, utc_now
+from scheduler.model import (
+    Attempt,
+    Post,
+    PostStatus,
+    check_not_past,
+    new_post,
+    resolve_due_at,
+    utc_now,
+    validate_content,
+    validate_link,
+)
 from scheduler.publishers import Publishers
 from scheduler.store.base import Store
 
@@ -30,11 +40,16 @@ class PostService:
         *,
         target: str,
         content: str,
-        due_at: datetime | str,
+        due_at: datetime | str | None,
         timezone: str | None = None,
         link: str | None = None,
     ) -> Post:
-        """Validate and store one post, and make sure a check runs when it is due."""
+        """Validate and store one post, and make sure a check runs when it is due.
+
+        ``due_at`` None publishes the post now.
+        """
+        if due_at is None:
+            due_at = utc_now()
         post = new_post(
             target=target,
             content=content,
@@ -69,6 +84,73 @@ class PostService:
         post = self.store.cancel(post_id, utc_now())
         logger.info("cancelled post %s", post_id)
         return post
+
+    def reschedule(
+        self, post_id: str, due_at: datetime | str, timezone: str | None = None
+    ) -> Post:
+        """Move a scheduled post to ``due_at``; a move earlier wakes the chain."""
+        now = utc_now()
+        due_utc, zone_name = resolve_due_at(due_at, timezone)
+        check_not_past(due_utc, now, due_at)
+        changes = {"due_at": due_utc, "timezone": zone_name, "updated_at": now}
+        post = self.store.update_where(
+            post_id, {PostStatus.SCHEDULED}, "reschedule", changes
+        )
+        logger.info("rescheduled post %s to %s", post_id, due_utc.isoformat())
+        self._wake_for([post])
+        return post
+
+    def edit(
+        self, post_id: str, *, content: str | None = None, link: str | None = None
+    ) -> Post:
+        """Change the content or link of a scheduled post, validated like a new one."""
+        current = self.store.get(post_id)
+        changes: dict[str, object] = {"updated_at": utc_now()}
+        if content is not None:
+            changes["content"] = validate_content(
+                content, current.target, self.publishers
+            )
+        if link is not None:
+            changes["link"] = validate_link(link)
+        post = self.store.update_where(post_id, {PostStatus.SCHEDULED}, "edit", changes)
+        logger.info("edited post %s", post_id)
+        return post
+
+    def retry(self, post_id: str) -> Post:
+        """Publish a failed, unconfirmed or missed post again, now."""
+        now = utc_now()
+        changes = {
+            "status": str(PostStatus.SCHEDULED),
+            "due_at": now,
+            "attempt_id": None,
+            "lease_until": None,
+            "deliveries": 0,
+            "updated_at": now,
+        }
+        allowed = {PostStatus.FAILED, PostStatus.UNCONFIRMED, PostStatus.MISSED}
+        post = self.store.update_where(post_id, allowed, "retry", changes)
+        logger.info("post %s will be published again now, by operator request", post_id)
+        self._wake_for([post])
+        return post
+
+    def mark_published(self, post_id: str, url: str) -> Post:
+        """Record that an unconfirmed or failed post is out, at ``url``, so it is never sent again."""
+        now = utc_now()
+        changes = {
+            "status": str(PostStatus.PUBLISHED),
+            "external_id": validate_link(url),
+            "published_at": now,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        allowed = {PostStatus.UNCONFIRMED, PostStatus.FAILED}
+        post = self.store.update_where(post_id, allowed, "mark published", changes)
+        logger.info("post %s marked published at %s by operator request", post_id, url)
+        return post
+
+    def show(self, post_id: str) -> tuple[Post, list[Attempt]]:
+        """Return a post and its attempts, oldest first."""
+        return self.store.get(post_id), self.store.list_attempts(post_id)
 
     def list_posts(
         self,

@@ -114,6 +114,7 @@ def register_tasks(app: PostschedCelery) -> None:
             publish_batch_size=settings.publish_batch_size,
             publish_lease_s=settings.publish_lease_s,
             max_attempts=settings.max_attempts,
+            missed_grace_s=settings.missed_grace_s,
         )
         return result.as_dict()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -457,3 +457,34 @@ def test_new_post_keeps_given_id(rules: Publishers) -> None:
     )
 
     assert post.id == "abc"
+
+
+@pytest.mark.parametrize("seconds_ago", [6, 3600, 86_400 * 400])
+def test_new_post_past_due_rejected(rules: Publishers, seconds_ago: int) -> None:
+    due = NOW - timedelta(seconds=seconds_ago)
+    with pytest.raises(ValidationError) as caught:
+        new_post(target="outbox:main", content="late", due_at=due, rules=rules, now=NOW)
+    assert caught.value.field == "due_at"
+    assert f"{seconds_ago} s in the past" in caught.value.reason
+    assert "--now" in caught.value.fix
+
+
+def test_new_post_clock_skew_accepted(rules: Publishers) -> None:
+    due = NOW - timedelta(seconds=4)
+    post = new_post(
+        target="outbox:main", content="just now", due_at=due, rules=rules, now=NOW
+    )
+    assert post.due_at == due
+
+
+def test_new_post_allow_past(rules: Publishers) -> None:
+    due = NOW - timedelta(days=1)
+    post = new_post(
+        target="outbox:main",
+        content="now",
+        due_at=due,
+        rules=rules,
+        now=NOW,
+        allow_past=True,
+    )
+    assert post.due_at == due

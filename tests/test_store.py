@@ -520,3 +520,17 @@ def test_attempt_history_round_trip(store: Store) -> None:
     store.add_attempt(first)
     store.add_attempt(Attempt("p2", "a3", now, 1.0, "host:1", "published"))
     assert store.list_attempts("p1") == [first, second]
+
+
+def test_mark_missed_only_past_grace(store: Store) -> None:
+    old = make_post(due_in_s=-7200)
+    recent = make_post(due_in_s=-60)
+    done = make_post(due_in_s=-7200, status=PostStatus.PUBLISHED)
+    store.add([old, recent, done])
+    now = utc_now()
+    assert store.mark_missed(now - timedelta(hours=1), now) == 1
+    missed = store.get(old.id)
+    assert missed.status is PostStatus.MISSED
+    assert "postsched retry" in (missed.last_error or "")
+    assert store.get(recent.id).status is PostStatus.SCHEDULED
+    assert store.get(done.id).status is PostStatus.PUBLISHED

@@ -135,6 +135,7 @@ def test_replaced_check_never_claims(
         publish_batch_size=10,
         publish_lease_s=60,
         max_attempts=3,
+        missed_grace_s=3600,
     )
     assert result.superseded
     assert result.claimed == 0
@@ -159,6 +160,7 @@ def test_unrecorded_check_exits_without_claiming(
         publish_batch_size=10,
         publish_lease_s=60,
         max_attempts=3,
+        missed_grace_s=3600,
     )
     assert result.superseded
     assert store.get(post.id).status is PostStatus.SCHEDULED

@@ -39,6 +39,15 @@ def lease_error(max_attempts: int) -> str:
     )
 
 
+def missed_error(cutoff: datetime, now: datetime) -> str:
+    """Return the last error of a post marked missed."""
+    grace_s = (now - cutoff).total_seconds()
+    return (
+        f"missed: still unpublished more than {grace_s:g} s after its due time (was the worker down?); "
+        "run 'postsched retry ID' to publish it now"
+    )
+
+
 class Store(abc.ABC):
     """A place where posts are kept; see the implementations for the backends.
 
@@ -201,6 +210,10 @@ class Store(abc.ABC):
         back to ``scheduled`` to be claimed again, or to ``failed`` once it has
         used ``max_attempts`` attempts.
         """
+
+    @abc.abstractmethod
+    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
+        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many."""
 
     @abc.abstractmethod
     def next_due_at(self) -> datetime | None:

@@ -29,7 +29,7 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Attempt, Post, PostStatus
-from scheduler.store.base import Store, SweepResult, lease_error
+from scheduler.store.base import Store, SweepResult, lease_error, missed_error
 from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -326,6 +326,21 @@ class MongoStore(Store):
                 expired, {"$set": {"status": str(PostStatus.SCHEDULED), **released}}
             ).modified_count
         return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
+
+    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
+        """Set scheduled posts due before ``cutoff`` to ``missed``."""
+        with self._translate_errors("mark missed posts"):
+            result = self._posts.update_many(
+                {"status": str(PostStatus.SCHEDULED), "due_at": {"$lt": cutoff}},
+                {
+                    "$set": {
+                        "status": str(PostStatus.MISSED),
+                        "last_error": missed_error(cutoff, now),
+                        "updated_at": now,
+                    }
+                },
+            )
+        return int(result.modified_count)
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""

@@ -20,7 +20,7 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Attempt, Post, PostStatus
-from scheduler.store.base import Store, SweepResult, lease_error
+from scheduler.store.base import Store, SweepResult, lease_error, missed_error
 from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -375,6 +375,20 @@ class SqlStore(Store):
                 .values(status=str(PostStatus.SCHEDULED), **released)
             ).rowcount
         return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
+
+    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
+        """Set scheduled posts due before ``cutoff`` to ``missed`` in one statement."""
+        statement = (
+            posts.update()
+            .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at < cutoff)
+            .values(
+                status=str(PostStatus.MISSED),
+                last_error=missed_error(cutoff, now),
+                updated_at=now,
+            )
+        )
+        with self._transaction("mark missed posts") as connection:
+            return int(connection.execute(statement).rowcount)
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""
