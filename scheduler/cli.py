@@ -224,6 +224,17 @@ def mark_published(
 
 
 @app.command()
+def reconcile() -> None:
+    """Ask the platforms about unconfirmed posts and settle those they can answer for."""
+    with _errors_as_exit_codes():
+        outcomes = _service().reconcile()
+    if not outcomes:
+        console.print("no unconfirmed posts")
+    for outcome, count in sorted(outcomes.items()):
+        console.print(f"{count} post(s) {outcome}")
+
+
+@app.command()
 def show(
     post_id: Annotated[str, typer.Argument(help="Id of a post.")],
     as_json: Annotated[

@@ -28,6 +28,8 @@ class WebhookSettings(BaseModel):
     secret: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
     max_length: int = Field(default=65_536, gt=0)
+    # GET with the Idempotency-Key header: 200 when the receiver has the post, 404 when not.
+    lookup_url: str | None = None
 
 
 def default_data_dir() -> Path:

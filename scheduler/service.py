@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from scheduler.chain import Chain
 from scheduler.csv_import import ImportReport, import_file
+from scheduler.errors import PublishError, ValidationError
 from scheduler.model import (
     Attempt,
     Post,
@@ -147,6 +149,47 @@ class PostService:
         post = self.store.update_where(post_id, allowed, "mark published", changes)
         logger.info("post %s marked published at %s by operator request", post_id, url)
         return post
+
+    def reconcile(self) -> dict[str, int]:
+        """Settle unconfirmed posts by asking each platform whether it has them.
+
+        A post the platform has becomes ``published``; one it does not have is
+        sent again now; one whose publisher cannot look posts up stays
+        ``unconfirmed`` for an operator. Returns how many posts went each way.
+        """
+        outcomes: Counter[str] = Counter()
+        for post in self.store.list_posts(status=PostStatus.UNCONFIRMED, limit=None):
+            outcomes[self._reconcile_one(post)] += 1
+        return dict(outcomes)
+
+    def _reconcile_one(self, post: Post) -> str:
+        try:
+            found = self.publishers.for_target(post.target).find(post)
+        except NotImplementedError:
+            return "left unconfirmed"
+        except (PublishError, ValidationError) as exc:
+            logger.warning(
+                "could not look up post %s on %s: %s", post.id, post.target, exc
+            )
+            return "left unconfirmed"
+        if found is None:
+            self.retry(post.id)
+            return "sent again"
+        now = utc_now()
+        changes = {
+            "status": str(PostStatus.PUBLISHED),
+            "external_id": found.external_id,
+            "published_at": found.published_at,
+            "updated_at": now,
+        }
+        self.store.update_where(post.id, {PostStatus.UNCONFIRMED}, "reconcile", changes)
+        logger.info(
+            "reconciled post %s: %s has it as %s",
+            post.id,
+            post.target,
+            found.external_id,
+        )
+        return "published"
 
     def show(self, post_id: str) -> tuple[Post, list[Attempt]]:
         """Return a post and its attempts, oldest first."""

@@ -94,6 +94,34 @@ class WebhookPublisher(Publisher):
         )
         return PublishResult(published_at, external_id=_response_id(response))
 
+    def find(self, post: Post) -> PublishResult | None:
+        """Ask the receiver's ``lookup_url`` whether it has ``post``, by idempotency key.
+
+        Raises NotImplementedError when the account has no ``lookup_url``, and
+        TransientPublishError when the receiver cannot answer.
+        """
+        settings = self._settings_for(post.account)
+        if settings.lookup_url is None:
+            raise NotImplementedError(f"webhook {post.account!r} has no lookup_url")
+        where = f"webhook {post.account!r} lookup at {display_url(settings.lookup_url)}"
+        try:
+            response = self._client.get(
+                settings.lookup_url,
+                headers={IDEMPOTENCY_HEADER: post.idempotency_key},
+                timeout=settings.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise TransientPublishError(
+                f"GET {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            return None
+        if response.status_code != HTTPStatus.OK:
+            raise TransientPublishError(
+                f"{where} responded with {response.status_code}: {_body_excerpt(response)}"
+            )
+        return PublishResult(utc_now(), external_id=_response_id(response))
+
     def close(self) -> None:
         """Close the HTTP client and its connections."""
         self._client.close()
