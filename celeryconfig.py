@@ -21,11 +21,17 @@ result_expires = 3600
 
 # Redis pops the queues in this order, so a check is never stuck behind a
 # backlog of publishing messages.
-task_queues = [Queue("postsched.check"), Queue("postsched.publish")]
+# The API tasks use Celery's default queue, "celery", so that a client
+# that sets no routing reaches them.
+task_queues = [Queue("postsched.check"), Queue("postsched.publish"), Queue("celery")]
 task_default_queue = "postsched.publish"
 task_routes = {
     "postsched.check_due_posts": {"queue": "postsched.check"},
     "postsched.publish_posts": {"queue": "postsched.publish"},
+    "postsched.schedule_post": {"queue": "celery"},
+    "postsched.cancel_post": {"queue": "celery"},
+    "postsched.reschedule_post": {"queue": "celery"},
+    "postsched.get_post": {"queue": "celery"},
 }
 
 worker_prefetch_multiplier = 4

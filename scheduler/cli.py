@@ -29,7 +29,7 @@ from scheduler.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from scheduler.model import Post, PostStatus, utc_now
+from scheduler.model import Post, PostStatus, post_to_dict, utc_now
 
 if TYPE_CHECKING:
     from scheduler.service import PostService
@@ -424,15 +424,6 @@ def run(
     with _errors_as_exit_codes():
         code = run_main_job(sample, window_s=window, console=console)
     raise typer.Exit(code)
-
-
-def post_to_dict(post: Post) -> dict[str, object]:
-    """Return ``post`` as a JSON-serialisable dict, datetimes in ISO 8601."""
-    fields: dict[str, object] = {}
-    for name, value in vars(post).items():
-        fields[name] = value.isoformat() if hasattr(value, "isoformat") else value
-    fields["status"] = str(post.status)
-    return fields
 
 
 def _clip(text: str, width: int = 50) -> str:

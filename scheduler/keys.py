@@ -13,6 +13,8 @@ PUBLISH_TASK_NAME = "postsched.publish_posts"
 
 CHECK_QUEUE = "postsched.check"
 PUBLISH_QUEUE = "postsched.publish"
+# Celery's default queue, so a client that knows only the task names reaches the API.
+API_QUEUE = "celery"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,15 @@ class Post:
         return f"postsched-{self.id}"
 
 
+def post_to_dict(post: Post) -> dict[str, object]:
+    """Return ``post`` as a JSON-serialisable dict, datetimes in ISO 8601."""
+    fields: dict[str, object] = {}
+    for name, value in vars(post).items():
+        fields[name] = value.isoformat() if isinstance(value, datetime) else value
+    fields["status"] = str(post.status)
+    return fields
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt to publish a post, for the post's history."""

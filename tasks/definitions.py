@@ -11,6 +11,7 @@ import redis
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
+from scheduler.api import PAYLOADS, handle
 from scheduler.check import run_check
 from scheduler.errors import StoreUnavailableError
 from scheduler.keys import CHECK_TASK_NAME, PUBLISH_QUEUE, PUBLISH_TASK_NAME
@@ -143,3 +144,14 @@ def register_tasks(app: PostschedCelery) -> None:
             ),
             wake=lambda due_at: runtime.chain.wake(due_at, utc_now()),
         )
+
+    for name in PAYLOADS:
+        _register_api_task(app, name)
+
+
+def _register_api_task(app: PostschedCelery, name: str) -> None:
+    def api_task(payload: object) -> dict[str, object]:
+        return handle(name, payload, app.runtime.service)
+
+    api_task.__name__ = name.rpartition(".")[2]
+    app.task(name=name, shared=False)(api_task)

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Key of the PostgreSQL advisory lock held while the tables are created: the
+# ASCII bytes of "postschd", so that it does not collide with small keys.
+SCHEMA_LOCK_KEY = 0x706F737473636864
 
 
 class DuplicatePostError(StoreError):
@@ -117,30 +120,51 @@ class SqlStore(Store):
     def __init__(
         self, url: str, *, schema: str | None = None, connect_timeout_s: float = 5.0
     ) -> None:
-        self._display_url = mask_url(url)
         try:
             parsed = make_url(url)
         except (sa.exc.ArgumentError, ValueError) as exc:
             raise ConfigError(
-                f"invalid store URL {self._display_url!r}: {exc}; write it like sqlite:///PATH "
+                f"invalid store URL {mask_url(url)!r}: {exc}; write it like sqlite:///PATH "
                 "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
             ) from exc
+        self._display_url = _render_masked(parsed)
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         self._connect_timeout_s = connect_timeout_s
         self._engine = self._create_engine(parsed, schema)
-        with self._translate_errors("create the schema"):
-            metadata.create_all(self._engine)
-            with self._engine.begin() as connection:
-                if (
-                    connection.execute(
-                        sa.select(sa.func.count()).select_from(schema_version)
-                    ).scalar_one()
-                    == 0
-                ):
-                    connection.execute(
-                        schema_version.insert().values(version=SCHEMA_VERSION)
-                    )
+        try:
+            self._create_schema()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _create_schema(self) -> None:
+        """Create the tables when missing and check the schema version.
+
+        Every process that opens the store runs this, often at the same time
+        on a new database. PostgreSQL would fail the losers of a race between
+        two CREATE TABLE statements, so an advisory lock serialises them. On
+        SQLite, the BEGIN IMMEDIATE of every transaction serialises them.
+        """
+        with self._transaction("create the schema") as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY))
+                )
+            metadata.create_all(connection)
+            stored = connection.execute(
+                sa.select(sa.func.max(schema_version.c.version))
+            ).scalar_one()
+            if stored is None:
+                connection.execute(
+                    schema_version.insert().values(version=SCHEMA_VERSION)
+                )
+            elif stored != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store at {self._display_url} has schema version {stored}, but this "
+                    f"postsched uses version {SCHEMA_VERSION}; run the postsched release "
+                    "that created it, or point POSTSCHED_STORE_URL at another database"
+                )
 
     @property
     def display_url(self) -> str:
@@ -173,6 +197,11 @@ class SqlStore(Store):
                 f"could not {operation} in the store at {self._display_url}: {_first_line(exc)}; "
                 "check that the database server is running and POSTSCHED_STORE_URL is right"
             ) from exc
+        except sa.exc.TimeoutError as exc:
+            raise StoreUnavailableError(
+                f"could not {operation} in the store at {self._display_url}: every pooled "
+                f"connection stayed busy until the pool timeout ({exc}); retry later"
+            ) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise StoreUnavailableError(
@@ -194,19 +223,27 @@ class SqlStore(Store):
             with self._transaction("add posts") as connection:
                 connection.execute(posts.insert(), rows)
         except IntegrityError as exc:
-            ids = [post.id for post in new_posts]
-            with self._transaction("find duplicate ids") as connection:
-                taken = (
-                    connection.execute(sa.select(posts.c.id).where(posts.c.id.in_(ids)))
-                    .scalars()
-                    .all()
-                )
-            duplicates = sorted(set(taken)) or sorted(
-                {i for i in ids if ids.count(i) > 1}
-            )
+            duplicates = self._duplicate_ids([post.id for post in new_posts])
+            if not duplicates:
+                raise StoreError(
+                    f"adding {len(new_posts)} post(s) to the store at {self._display_url} failed, "
+                    f"so nothing was added: {_first_line(exc)}"
+                ) from exc
             raise DuplicatePostError(
-                f"post id(s) {', '.join(duplicates)} already stored; nothing was added, use new ids"
+                f"post id(s) {', '.join(duplicates)} already stored or given twice; "
+                "nothing was added, so use new ids"
             ) from exc
+
+    def _duplicate_ids(self, ids: list[str]) -> list[str]:
+        """Return the ids in ``ids`` that are stored already or appear twice."""
+        with self._transaction("find duplicate ids") as connection:
+            taken = (
+                connection.execute(sa.select(posts.c.id).where(posts.c.id.in_(ids)))
+                .scalars()
+                .all()
+            )
+        repeated = {post_id for post_id in ids if ids.count(post_id) > 1}
+        return sorted(set(taken) | repeated)
 
     def get(self, post_id: str) -> Post:
         """Return the post ``post_id``."""
@@ -302,9 +339,11 @@ class SqlStore(Store):
         runs one writer at a time, and the outer status check keeps a post from
         being claimed twice on both.
         """
-        # A materialized CTE runs once. As an IN (subquery), PostgreSQL may
-        # run the limited subquery again for each outer row and claim more
-        # than ``limit`` posts.
+        # A materialized CTE runs once. As an IN (subquery), PostgreSQL 15
+        # plans a nested loop that runs the limited subquery again for each
+        # outer row, and claimed 1,999 of 2,000 due posts with a limit of 2.
+        # NOTE: WITH ... AS MATERIALIZED needs PostgreSQL 12 or SQLite 3.35,
+        # and UPDATE ... FROM needs SQLite 3.33.
         due = (
             sa.select(posts.c.id)
             .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at <= now)
@@ -444,6 +483,14 @@ def _from_row(row: Any) -> Post:
     values = dict(row)
     values["status"] = PostStatus(values["status"])
     return Post(**values)
+
+
+def _render_masked(url: sa.URL) -> str:
+    # libpq also reads a password from the query string, which
+    # render_as_string leaves in place.
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True)
 
 
 def _first_line(exc: Exception) -> str:
