@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +32,40 @@ class WebhookSettings(BaseModel):
     max_length: int = Field(default=65_536, gt=0)
     # GET with the Idempotency-Key header: 200 when the receiver has the post, 404 when not.
     lookup_url: str | None = None
+
+
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class MastodonSettings(BaseModel):
+    """One Mastodon account: its server, where its access token is, and how it posts."""
+
+    base_url: str
+    # Name of the environment variable that contains the access token. The token
+    # itself stays out of the settings, so it never reaches a log or a message.
+    token_env: str
+    visibility: Literal["public", "unlisted", "private", "direct"] = "public"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "use the server's http(s) address, such as 'https://social.example.org'"
+            )
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env_is_name(cls, value: str) -> str:
+        if not ENV_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "use the name of the environment variable that contains the token, "
+                "such as 'MASTODON_MAIN_TOKEN', not the token itself"
+            )
+        return value
 
 
 def default_data_dir() -> Path:
@@ -76,6 +112,7 @@ class Settings(BaseSettings):
     )
     check_lease_s: float = Field(default=30.0, gt=0, alias="POSTSCHED_CHECK_LEASE")
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
+    mastodon: dict[str, MastodonSettings] = Field(default_factory=dict)
     store_connect_timeout_s: float = Field(
         default=5.0, gt=0, alias="POSTSCHED_STORE_CONNECT_TIMEOUT"
     )

@@ -103,6 +103,9 @@ class TargetRules(Protocol):
     def max_length(self, target: str) -> int:
         """Return the content limit of ``target``, in characters."""
 
+    def content_length(self, target: str, content: str, link: str | None) -> int:
+        """Return the length that ``target`` counts against its limit for ``content`` and ``link``."""
+
 
 def utc_now() -> datetime:
     """Return the current time, UTC-aware, truncated to the millisecond."""
@@ -204,8 +207,14 @@ def _zone_name(moment: datetime) -> str:
     return moment.tzname() or "UTC"
 
 
-def validate_content(content: object, target: str, rules: TargetRules) -> str:
-    """Return ``content`` when it is a non-empty string within the target's limit."""
+def validate_content(
+    content: object, target: str, rules: TargetRules, link: str | None = None
+) -> str:
+    """Return ``content`` when it is a non-empty string within the target's limit.
+
+    The length is the one the target counts, which for some platforms includes
+    ``link`` and counts URLs at a fixed size.
+    """
     if not isinstance(content, str):
         raise ValidationError(
             "content", content, "not a string", "pass the post's text as a string"
@@ -220,12 +229,20 @@ def validate_content(content: object, target: str, rules: TargetRules) -> str:
             "remove the NUL (\\x00) characters",
         )
     limit = rules.max_length(target)
-    if len(content) > limit:
+    length = rules.content_length(target, content, link)
+    if length > limit and length == len(content):
         raise ValidationError(
             "content",
             content,
-            f"{len(content)} characters, over the limit of {limit} for {target}",
+            f"{length} characters, over the limit of {limit} for {target}",
             f"shorten it to {limit} characters or fewer",
+        )
+    if length > limit:
+        raise ValidationError(
+            "content",
+            content,
+            f"{length} characters as {target} counts them, over the limit of {limit}",
+            f"shorten it by {length - limit} or more characters",
         )
     return content
 
@@ -303,8 +320,8 @@ def new_post(
     Raises ValidationError, naming the field, the value and the fix.
     """
     checked_target = validate_target(target, rules)
-    checked_content = validate_content(content, checked_target, rules)
     checked_link = validate_link(link)
+    checked_content = validate_content(content, checked_target, rules, checked_link)
     due_utc, zone_name = resolve_due_at(due_at, timezone)
     created = now or utc_now()
     if not allow_past:

@@ -107,13 +107,16 @@ class PostService:
     ) -> Post:
         """Change the content or link of a scheduled post, validated like a new one."""
         current = self.store.get(post_id)
-        changes: dict[str, object] = {"updated_at": utc_now()}
-        if content is not None:
-            changes["content"] = validate_content(
-                content, current.target, self.publishers
-            )
-        if link is not None:
-            changes["link"] = validate_link(link)
+        new_link = validate_link(link) if link is not None else current.link
+        new_content = content if content is not None else current.content
+        # The link counts towards some targets' limits, so a new link re-checks the content.
+        changes: dict[str, object] = {
+            "content": validate_content(
+                new_content, current.target, self.publishers, link=new_link
+            ),
+            "link": new_link,
+            "updated_at": utc_now(),
+        }
         post = self.store.update_where(post_id, {PostStatus.SCHEDULED}, "edit", changes)
         logger.info("edited post %s", post_id)
         return post

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from scheduler.config import Settings
 from scheduler.errors import ValidationError
 from scheduler.publishers.base import Publisher, PublishResult
+from scheduler.publishers.mastodon import MastodonPublisher
 from scheduler.publishers.outbox import OutboxPublisher
 from scheduler.publishers.webhook import WebhookPublisher
 
-__all__ = ["Publisher", "PublishResult", "Publishers"]
+__all__ = ["LengthCounter", "Publisher", "PublishResult", "Publishers"]
+
+
+@runtime_checkable
+class LengthCounter(Protocol):
+    """A publisher whose platform counts the length of a post its own way."""
+
+    def counted_length(self, content: str, link: str | None) -> int:
+        """Return the length the platform counts for ``content`` sent with ``link``."""
+        ...
 
 
 class Publishers:
@@ -20,9 +32,11 @@ class Publishers:
     def __init__(self, settings: Settings) -> None:
         outbox = OutboxPublisher(settings.resolved_outbox_dir)
         webhook = WebhookPublisher(settings.webhooks)
+        mastodon = MastodonPublisher(settings.mastodon)
         self._by_name: dict[str, Publisher] = {
             outbox.name: outbox,
             webhook.name: webhook,
+            mastodon.name: mastodon,
         }
 
     def for_target(self, target: str) -> Publisher:
@@ -47,6 +61,18 @@ class Publishers:
     def max_length(self, target: str) -> int:
         """Return the content limit of ``target``, in characters."""
         return self.for_target(target).max_length(target.partition(":")[2])
+
+    def content_length(self, target: str, content: str, link: str | None = None) -> int:
+        """Return the length of ``content`` that counts against the limit of ``target``.
+
+        A publisher that is a LengthCounter counts it, ``link`` included.
+        Every other one counts the characters of ``content``, because it sends
+        the link apart from the text.
+        """
+        publisher = self.for_target(target)
+        if isinstance(publisher, LengthCounter):
+            return publisher.counted_length(content, link)
+        return len(content)
 
     def close(self) -> None:
         """Release what every publisher holds."""
