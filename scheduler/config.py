@@ -32,6 +32,8 @@ class WebhookSettings(BaseModel):
     max_length: int = Field(default=65_536, gt=0)
     # GET with the Idempotency-Key header: 200 when the receiver has the post, 404 when not.
     lookup_url: str | None = None
+    # Attempts for this account's posts; POSTSCHED_MAX_ATTEMPTS when unset.
+    max_attempts: int | None = Field(default=None, gt=0)
 
 
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -46,6 +48,8 @@ class MastodonSettings(BaseModel):
     token_env: str
     visibility: Literal["public", "unlisted", "private", "direct"] = "public"
     timeout_s: float = Field(default=10.0, gt=0)
+    # Attempts for this account's posts; POSTSCHED_MAX_ATTEMPTS when unset.
+    max_attempts: int | None = Field(default=None, gt=0)
 
     @field_validator("base_url")
     @classmethod

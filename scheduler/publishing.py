@@ -42,7 +42,8 @@ class RetryPolicy:
 
     The n-th retry waits ``backoff_s * 2**(n-1)``, at most ``backoff_max_s``,
     with up to half of it taken off at random so that posts failing together
-    do not retry together. A post gets at most ``max_attempts`` attempts, and
+    do not retry together. A post gets at most ``max_attempts`` attempts (or
+    its account's own ``max_attempts``), and
     is failed once ``max_deliveries`` deliveries were cut short by a worker
     that died.
     """
@@ -144,7 +145,9 @@ def _attempt(
         store.mark_unconfirmed(post.id, attempt_id, str(exc), utc_now())
         return "unconfirmed", str(exc), None
     except TransientPublishError as exc:
-        outcome, retry_at = _retry_or_fail(store, post, attempt_id, exc, policy)
+        account_limit = publishers.for_target(post.target).max_attempts(post.account)
+        limit = account_limit or policy.max_attempts
+        outcome, retry_at = _retry_or_fail(store, post, attempt_id, exc, policy, limit)
         return outcome, str(exc), retry_at
     except (PublishError, ValidationError) as exc:
         logger.warning("post %s to %s failed for good: %s", post.id, post.target, exc)
@@ -206,12 +209,11 @@ def _retry_or_fail(
     attempt_id: str,
     exc: TransientPublishError,
     policy: RetryPolicy,
+    max_attempts: int,
 ) -> tuple[str, datetime | None]:
     now = utc_now()
-    if post.attempts >= policy.max_attempts:
-        message = (
-            f"{exc} (attempt {post.attempts} of {policy.max_attempts}, no retries left)"
-        )
+    if post.attempts >= max_attempts:
+        message = f"{exc} (attempt {post.attempts} of {max_attempts}, no retries left)"
         logger.warning("post %s to %s failed: %s", post.id, post.target, message)
         store.mark_failed(post.id, attempt_id, message, now)
         return "failed", None
@@ -226,7 +228,7 @@ def _retry_or_fail(
         exc,
         delay_s,
         post.attempts + 1,
-        policy.max_attempts,
+        max_attempts,
     )
     store.retry_later(post.id, attempt_id, retry_at, str(exc), now)
     return "retried", retry_at

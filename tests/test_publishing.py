@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.config import Settings
+from scheduler.config import Settings, WebhookSettings
 from scheduler.errors import (
     PermanentPublishError,
     PublishError,
@@ -40,6 +40,9 @@ class ScriptedPublisher:
 
     def for_target(self, target: str) -> ScriptedPublisher:
         return self
+
+    def max_attempts(self, account: str) -> int | None:
+        return None
 
     def publish(self, post: Post) -> PublishResult:
         self.calls[post.id] += 1
@@ -316,3 +319,26 @@ def test_attempts_recorded_in_history(store: SqlStore) -> None:
     assert history[0].error == "503 from platform"
     assert history[1].error is None
     assert all(attempt.duration_ms >= 0 for attempt in history)
+
+
+def test_account_max_attempts_overrides_global(tmp_path: Path, store: SqlStore) -> None:
+    hooks = {"strict": WebhookSettings(url="http://127.0.0.1:9/hook", max_attempts=1)}
+    publishers = Publishers(Settings(data_dir=tmp_path, webhooks=hooks))
+    now = utc_now()
+    store.add(
+        [
+            Post(
+                id="p1",
+                target="webhook:strict",
+                content="hi",
+                due_at=now,
+                timezone="UTC",
+            )
+        ]
+    )
+    claim_one(store)
+    outcomes = publish_claimed(store, publishers, "attempt-1", ["p1"], policy=POLICY)
+    publishers.close()
+    post = store.get("p1")
+    assert outcomes == {"failed": 1}
+    assert "attempt 1 of 1, no retries left" in (post.last_error or "")

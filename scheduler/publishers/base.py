@@ -39,6 +39,10 @@ class Publisher(abc.ABC):
     def publish(self, post: Post) -> PublishResult:
         """Send ``post`` to the platform and return what it answered."""
 
+    def max_attempts(self, account: str) -> int | None:
+        """Return the attempts allowed for posts of ``account``, or None for the global setting."""
+        return None
+
     def find(self, post: Post) -> PublishResult | None:
         """Return what the platform holds for ``post``, looked up by its idempotency key.
 

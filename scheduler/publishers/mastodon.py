@@ -76,6 +76,10 @@ class MastodonPublisher(Publisher):
         """Raise ValidationError unless ``account`` is configured and its token is set."""
         self._token_for(account, self._settings_for(account))
 
+    def max_attempts(self, account: str) -> int | None:
+        """Return the attempts configured for ``account``, or None for the global setting."""
+        return self._settings_for(account).max_attempts
+
     def max_length(self, account: str) -> int:
         """Return the default status limit of Mastodon servers, as Mastodon counts it."""
         self._settings_for(account)

@@ -63,6 +63,10 @@ class WebhookPublisher(Publisher):
         """Raise ValidationError unless ``account`` is configured."""
         self._settings_for(account)
 
+    def max_attempts(self, account: str) -> int | None:
+        """Return the attempts configured for ``account``, or None for the global setting."""
+        return self._settings_for(account).max_attempts
+
     def max_length(self, account: str) -> int:
         """Return the content limit configured for ``account``."""
         return self._settings_for(account).max_length
