@@ -31,7 +31,8 @@ def open_store(
             server_selection_timeout_ms=int(connect_timeout_s * 1000),
             write_concern=write_concern,
         )
+    supported = ", ".join(SQL_SCHEMES + MONGO_SCHEMES)
     raise ConfigError(
-        f"unsupported store URL {mask_url(url)!r}; use sqlite:///PATH, postgresql://USER@HOST/DB "
-        "or mongodb://HOST/DB in POSTSCHED_STORE_URL"
+        f"unsupported store URL {mask_url(url)!r}: the scheme must be one of {supported}; "
+        "set POSTSCHED_STORE_URL like sqlite:///PATH, postgresql://USER@HOST/DB or mongodb://HOST/DB"
     )

@@ -213,7 +213,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def mark_missed(self, cutoff: datetime, now: datetime) -> int:
-        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many."""
+        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many.
+
+        Posts with deliveries are left alone: their worker died while
+        publishing them, so the platform may have them, and the next claim
+        looks them up instead of leaving an operator to send them again.
+        """
 
     @abc.abstractmethod
     def next_due_at(self) -> datetime | None:

@@ -12,10 +12,8 @@ import pymongo
 from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import (
-    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
-    DuplicateKeyError,
     InvalidURI,
     OperationFailure,
     PyMongoError,
@@ -39,6 +37,7 @@ DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
 # Server error codes: https://www.mongodb.com/docs/manual/reference/error-codes/
 MONGO_UNAUTHORIZED = 13
 MONGO_AUTHENTICATION_FAILED = 18
+MONGO_DUPLICATE_KEY = 11000
 FIELDS = tuple(field for field in Post.__dataclass_fields__ if field != "id")
 
 
@@ -64,11 +63,15 @@ class MongoStore(Store):
     ) -> None:
         self._display_url = mask_url(url)
         try:
-            self._client = client or MongoClient(
-                url,
-                tz_aware=True,
-                tzinfo=UTC,
-                serverSelectionTimeoutMS=server_selection_timeout_ms,
+            self._client = (
+                client
+                if client is not None
+                else MongoClient(
+                    url,
+                    tz_aware=True,
+                    tzinfo=UTC,
+                    serverSelectionTimeoutMS=server_selection_timeout_ms,
+                )
             )
         except (InvalidURI, ConfigurationError, ValueError) as exc:
             raise ConfigError(
@@ -123,44 +126,91 @@ class MongoStore(Store):
             ) from exc
 
     def add(self, new_posts: Sequence[Post]) -> None:
-        """Insert ``new_posts``; on any failure, remove those this call inserted.
+        """Insert ``new_posts`` with one ``insert_many``; on any failure, remove them again.
 
         MongoDB has no all-or-nothing ``insert_many`` outside a transaction,
-        and transactions need a replica set, so a failed batch is undone by
-        deleting what it inserted.
+        and transactions need a replica set. So a failed batch is undone by
+        deleting the posts it inserted, except any post that was changed in
+        the meantime (a worker claimed it, for example), which the error names.
         """
         if not new_posts:
             return
         ids = [post.id for post in new_posts]
-        if len(set(ids)) != len(ids):
-            duplicates = sorted({post_id for post_id in ids if ids.count(post_id) > 1})
+        repeated = sorted({post_id for post_id in ids if ids.count(post_id) > 1})
+        if repeated:
             raise DuplicatePostError(
-                f"post id(s) {', '.join(duplicates)} appear twice; nothing was added"
+                f"post id(s) {', '.join(repeated)} given twice; nothing was added, so use new ids"
             )
+        documents = [_to_document(post) for post in new_posts]
         with self._translate_errors("add posts"):
-            taken = [
-                doc["_id"]
-                for doc in self._posts.find({"_id": {"$in": ids}}, {"_id": 1})
-            ]
-            if taken:
+            stored_ids = self._stored_ids(ids)
+            if stored_ids:
                 raise DuplicatePostError(
-                    f"post id(s) {', '.join(sorted(taken))} already stored; nothing was added"
+                    f"post id(s) {', '.join(stored_ids)} already stored; nothing was added, so use new ids"
                 )
             try:
-                self._posts.insert_many(
-                    [_to_document(post) for post in new_posts], ordered=True
-                )
-            except (BulkWriteError, DuplicateKeyError) as exc:
-                inserted = _inserted_ids(exc, ids)
-                self._posts.delete_many({"_id": {"$in": inserted}})
-                raise DuplicatePostError(
-                    f"adding {len(ids)} post(s) failed, nothing was added: {exc}"
-                ) from exc
-            except PyMongoError:
-                self._posts.delete_many(
-                    {"_id": {"$in": ids}, "status": str(PostStatus.SCHEDULED)}
-                )
-                raise
+                self._posts.insert_many(documents, ordered=True)
+            except PyMongoError as exc:
+                raise self._undo_add(new_posts, exc) from exc
+
+    def _stored_ids(self, ids: list[str]) -> list[str]:
+        """Return the ids in ``ids`` that are stored, sorted."""
+        found = self._posts.find({"_id": {"$in": ids}}, {"_id": 1})
+        return sorted(document["_id"] for document in found)
+
+    def _undo_add(self, new_posts: Sequence[Post], exc: PyMongoError) -> StoreError:
+        """Remove what a failed ``insert_many`` inserted; return the error to raise."""
+        ids = [post.id for post in new_posts]
+        # An ordered insert stops at the first error, so only the documents
+        # before it were inserted. After other errors, such as a lost
+        # connection, any of them may have been.
+        details = getattr(exc, "details", None) or {}
+        inserted = details.get("nInserted")
+        added = new_posts[:inserted] if isinstance(inserted, int) else new_posts
+        try:
+            changed_ids = self._remove_unclaimed(added)
+        except PyMongoError:
+            outcome = (
+                "removing the posts inserted before the failure failed too, so some may "
+                f"remain; run 'postsched list' to check ids {', '.join(ids)}"
+            )
+        else:
+            outcome = (
+                f"post(s) {', '.join(changed_ids)} were changed, for example claimed by a worker, "
+                "before they could be removed, so they stay"
+                if changed_ids
+                else "nothing was added"
+            )
+
+        write_errors = details.get("writeErrors") or [{}]
+        first = write_errors[0]
+        if first.get("code") == MONGO_DUPLICATE_KEY:
+            duplicate = ids[first["index"]]
+            return DuplicatePostError(
+                f"post id {duplicate} already stored, so use new ids; {outcome}"
+            )
+        message = f"adding {len(ids)} post(s) to the store at {self._display_url} failed: {exc}; {outcome}"
+        if isinstance(exc, ConnectionFailure):
+            return StoreUnavailableError(message)
+        return StoreError(message)
+
+    def _remove_unclaimed(self, added: Sequence[Post]) -> list[str]:
+        """Delete the posts in ``added`` that still look as inserted; return the other ids.
+
+        A post counts as unchanged while its status and attempt count are the
+        ones it was inserted with, because a claim changes both.
+        """
+        if not added:
+            return []
+        groups: dict[tuple[str, int], list[str]] = {}
+        for post in added:
+            groups.setdefault((str(post.status), post.attempts), []).append(post.id)
+        unchanged = [
+            {"_id": {"$in": group_ids}, "status": status, "attempts": attempts}
+            for (status, attempts), group_ids in groups.items()
+        ]
+        self._posts.delete_many({"$or": unchanged})
+        return self._stored_ids([post.id for post in added])
 
     def get(self, post_id: str) -> Post:
         """Return the post ``post_id``."""
@@ -197,6 +247,7 @@ class MongoStore(Store):
     def _update_if(
         self, post_id: str, allowed: set[PostStatus], changes: dict[str, Any]
     ) -> Post | None:
+        _check_aware(**changes)
         with self._translate_errors("update a post"):
             document = self._posts.find_one_and_update(
                 {
@@ -248,12 +299,16 @@ class MongoStore(Store):
         """Claim up to ``limit`` due posts, earliest first.
 
         The ids are read first, then claimed by one ``update_many`` whose
-        filter repeats ``status: scheduled``. MongoDB updates each document
-        atomically, so when two claimers pick the same id only the first
-        update matches it; each claimer then reads back the posts that carry
-        its own ``attempt_id``.
+        filter repeats the due condition. MongoDB updates each document
+        atomically, so when two claimers pick the same id, only the first
+        update matches it and the second finds it publishing. Each claimer
+        then reads back the posts that carry its own ``attempt_id``.
         """
-        due = {"status": str(PostStatus.SCHEDULED), "due_at": {"$lte": now}}
+        _check_aware(now=now, lease_until=lease_until)
+        due: dict[str, Any] = {
+            "status": str(PostStatus.SCHEDULED),
+            "due_at": {"$lte": now},
+        }
         with self._translate_errors("claim due posts"):
             candidates = [
                 document["_id"]
@@ -263,8 +318,10 @@ class MongoStore(Store):
             ]
             if not candidates:
                 return []
+            # The filter checks due_at again, because a post rescheduled to a
+            # later time after the read above must not be claimed early.
             self._posts.update_many(
-                {"_id": {"$in": candidates}, "status": str(PostStatus.SCHEDULED)},
+                {"_id": {"$in": candidates}, **due},
                 {
                     "$set": {
                         "status": str(PostStatus.PUBLISHING),
@@ -276,13 +333,18 @@ class MongoStore(Store):
                 },
             )
             claimed = self._posts.find(
-                {"_id": {"$in": candidates}, "attempt_id": attempt_id}
+                {
+                    "_id": {"$in": candidates},
+                    "attempt_id": attempt_id,
+                    "status": str(PostStatus.PUBLISHING),
+                }
             ).sort([("due_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
             return [_from_document(document) for document in claimed]
 
     def _settle(
         self, post_id: str, attempt_id: str, operation: str, changes: dict[str, Any]
     ) -> bool:
+        _check_aware(**changes)
         with self._translate_errors(operation):
             result = self._posts.update_one(
                 {
@@ -296,6 +358,7 @@ class MongoStore(Store):
 
     def sweep_expired(self, now: datetime, max_attempts: int) -> SweepResult:
         """Settle publishing posts whose lease ran out; each update is atomic per post."""
+        _check_aware(now=now)
         expired: dict[str, Any] = {
             "status": str(PostStatus.PUBLISHING),
             "lease_until": {"$lt": now},
@@ -329,9 +392,15 @@ class MongoStore(Store):
 
     def mark_missed(self, cutoff: datetime, now: datetime) -> int:
         """Set scheduled posts due before ``cutoff`` to ``missed``."""
+        _check_aware(cutoff=cutoff, now=now)
         with self._translate_errors("mark missed posts"):
             result = self._posts.update_many(
-                {"status": str(PostStatus.SCHEDULED), "due_at": {"$lt": cutoff}},
+                # A post with deliveries may be out already: the next claim looks it up.
+                {
+                    "status": str(PostStatus.SCHEDULED),
+                    "due_at": {"$lt": cutoff},
+                    "deliveries": {"$in": [0, None]},
+                },
                 {
                     "$set": {
                         "status": str(PostStatus.MISSED),
@@ -369,6 +438,7 @@ def _to_document(post: Post) -> dict[str, Any]:
     document: dict[str, Any] = {"_id": post.id}
     for field in FIELDS:
         document[field] = getattr(post, field)
+    _check_aware(**document)
     document["status"] = str(post.status)
     return document
 
@@ -382,14 +452,17 @@ def _from_document(document: dict[str, Any]) -> Post:
     return Post(id=document["_id"], **values)
 
 
+def _check_aware(**values: Any) -> None:
+    # pymongo stores a naive datetime as if it were UTC, so a local time would
+    # come back shifted. The SQL store rejects naive datetimes too.
+    for name, value in values.items():
+        if isinstance(value, datetime) and value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value.isoformat()} given to the store as {name}; "
+                "pass a UTC-aware datetime"
+            )
+
+
 def _utc(value: datetime) -> datetime:
     # A client made without tz_aware (mongomock's default) returns naive UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _inserted_ids(exc: PyMongoError, ids: list[str]) -> list[str]:
-    details = getattr(exc, "details", None) or {}
-    inserted = details.get("nInserted")
-    if isinstance(inserted, int):
-        return ids[:inserted]
-    return ids

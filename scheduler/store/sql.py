@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_WAL_RETRY_S = 0.05
 # Key of the PostgreSQL advisory lock held while the tables are created: the
 # ASCII bytes of "postschd", so that it does not collide with small keys.
 SCHEMA_LOCK_KEY = 0x706F737473636864
@@ -173,8 +176,18 @@ class SqlStore(Store):
 
     def _create_engine(self, url: sa.URL, schema: str | None) -> Engine:
         if url.get_backend_name() == "sqlite":
-            if url.database and url.database != ":memory:":
+            if not url.database or url.database == ":memory:":
+                raise ConfigError(
+                    f"the store URL {self._display_url!r} names an in-memory SQLite database, "
+                    "whose posts are lost when the process exits; use sqlite:///PATH/posts.db"
+                )
+            try:
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the folder of the SQLite store {url.database}: {exc.strerror or exc}; "
+                    "set POSTSCHED_STORE_URL or POSTSCHED_DATA_DIR to a writable folder"
+                ) from exc
             engine = sa.create_engine(
                 url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
             )
@@ -237,13 +250,13 @@ class SqlStore(Store):
     def _duplicate_ids(self, ids: list[str]) -> list[str]:
         """Return the ids in ``ids`` that are stored already or appear twice."""
         with self._transaction("find duplicate ids") as connection:
-            taken = (
+            stored = (
                 connection.execute(sa.select(posts.c.id).where(posts.c.id.in_(ids)))
                 .scalars()
                 .all()
             )
         repeated = {post_id for post_id in ids if ids.count(post_id) > 1}
-        return sorted(set(taken) | repeated)
+        return sorted(set(stored) | repeated)
 
     def get(self, post_id: str) -> Post:
         """Return the post ``post_id``."""
@@ -339,9 +352,10 @@ class SqlStore(Store):
         runs one writer at a time, and the outer status check keeps a post from
         being claimed twice on both.
         """
-        # A materialized CTE runs once. As an IN (subquery), PostgreSQL 15
-        # plans a nested loop that runs the limited subquery again for each
-        # outer row, and claimed 1,999 of 2,000 due posts with a limit of 2.
+        # A materialized CTE runs once. As an IN (subquery), PostgreSQL 15 can
+        # plan a nested loop that runs the limited subquery again for each
+        # outer row: on a table of 2,000 due posts, that form claimed all or
+        # nearly all of them with a limit of 2.
         # NOTE: WITH ... AS MATERIALIZED needs PostgreSQL 12 or SQLite 3.35,
         # and UPDATE ... FROM needs SQLite 3.33.
         due = (
@@ -419,7 +433,12 @@ class SqlStore(Store):
         """Set scheduled posts due before ``cutoff`` to ``missed`` in one statement."""
         statement = (
             posts.update()
-            .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at < cutoff)
+            # A post with deliveries may be out already: the next claim looks it up.
+            .where(
+                posts.c.status == str(PostStatus.SCHEDULED),
+                posts.c.due_at < cutoff,
+                posts.c.deliveries == 0,
+            )
             .values(
                 status=str(PostStatus.MISSED),
                 last_error=missed_error(cutoff, now),
@@ -460,10 +479,31 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     # can take the write lock at the start of every transaction.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    # Switching a new database to WAL takes an exclusive lock. When several
+    # processes open the new file at once, SQLite 3.40 fails the losers with
+    # "database is locked" at once instead of waiting for the busy timeout.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(SQLITE_WAL_RETRY_S)
+    if mode not in ("wal", "memory"):
+        logger.warning(
+            "SQLite could not switch the database to WAL and kept journal mode %s; "
+            "keep the database file on a local file system",
+            mode,
+        )
 
 
 def _begin_immediate(connection: Connection) -> None:
