@@ -178,7 +178,9 @@ class Chain:
 
         Returns the new check's task id, or None when a check was already recorded.
         """
-        eta = max(due_at or now, now)
+        # Capped like every check, so a lost message is noticed within one interval.
+        latest = now + timedelta(seconds=self.max_interval_s)
+        eta = min(max(due_at or now, now), latest)
         task_id = _new_task_id()
         if not self._arm(keys=[self._key], args=[task_id, _to_ms(eta)]):
             return None

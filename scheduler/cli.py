@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
+import kombu.exceptions
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from scheduler.config import load_settings
+from scheduler.csv_import import CsvFileError
 from scheduler.errors import (
     ConfigError,
     ImportFileError,
@@ -69,6 +72,7 @@ def _errors_as_exit_codes() -> Iterator[None]:
     except (
         ValidationError,
         ImportFileError,
+        CsvFileError,
         ConfigError,
         PostNotFoundError,
         InvalidStateError,
@@ -78,12 +82,29 @@ def _errors_as_exit_codes() -> Iterator[None]:
         _fail(str(exc), EXIT_UNAVAILABLE)
     except PostschedError as exc:
         _fail(str(exc), EXIT_FAILED)
+    except (redis.RedisError, kombu.exceptions.KombuError) as exc:
+        _fail(
+            f"cannot reach Redis: {exc}; start a worker ('postsched worker') for the embedded "
+            "Redis, or set POSTSCHED_BROKER_URL to a running one",
+            EXIT_UNAVAILABLE,
+        )
+
+
+def _warn_if_not_woken(service: PostService) -> None:
+    if service.wake_error is not None:
+        error_console.print(
+            f"[yellow]warning:[/] stored, but the check chain could not be woken ({service.wake_error}); "
+            "the posts are published once a worker runs",
+            highlight=False,
+        )
 
 
 def _runtime() -> Runtime:
     from tasks.app import create_app
 
-    return create_app().runtime
+    # Only `worker` and `run` start an embedded Redis: a command that started
+    # it would stop it on exit, under any worker that attached meanwhile.
+    return create_app(start_embedded=False).runtime
 
 
 def _service() -> PostService:
@@ -149,9 +170,11 @@ def schedule(
     if (at is None) == (not now):
         _fail("give either --at TIME or --now", EXIT_INVALID)
     with _errors_as_exit_codes():
-        post = _service().schedule(
+        service = _service()
+        post = service.schedule(
             target=target, content=content, due_at=at, timezone=tz, link=link
         )
+    _warn_if_not_woken(service)
     _print_post(
         post,
         as_json,
@@ -300,13 +323,15 @@ def import_(
 ) -> None:
     """Import a CSV file of posts, all of them or none."""
     with _errors_as_exit_codes():
-        report = _service().import_csv(
+        service = _service()
+        report = service.import_csv(
             path,
             skip_invalid=skip_invalid,
             target=target,
             date_format=date_format.value,
             tz=tz,
         )
+    _warn_if_not_woken(service)
     for error in report.errors:
         error_console.print(f"skipped {error}", highlight=False)
     console.print(

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from scheduler.errors import ConfigError
 
@@ -175,6 +176,14 @@ def load_settings(**overrides: object) -> Settings:
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = (
+            f"POSTSCHED_{field.group(1).upper()}" if field else "a POSTSCHED_* variable"
+        )
+        raise ConfigError(
+            f"invalid JSON in {variable}: {exc}; write it as a JSON object, such as {{}}"
+        ) from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{_variable_name(error['loc'])}: {error['msg']}" for error in exc.errors()

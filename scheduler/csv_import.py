@@ -344,7 +344,7 @@ def _build_post(
 def _read_records(lines: Iterable[str], name: str) -> Iterator[_Record]:
     """Yield the CSV records of ``lines`` with the line each one starts on."""
     tracked = _TrackedLines(lines)
-    reader = csv.reader(tracked)
+    reader = csv.reader(tracked, strict=True)
     last_line = 0
     while True:
         first_line = last_line + 1

@@ -68,15 +68,27 @@ class EmbeddedRedis:
         """Whether this process started the server."""
         return self._owner_pid == os.getpid() and self._process is not None
 
-    def ensure_running(self) -> bool:
-        """Attach to the running server, or start one; return True when started here."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def ensure_running(self, *, start: bool = True) -> bool:
+        """Attach to the running server, or start one; return True when started here.
+
+        With ``start`` False a missing server is left missing: a short-lived
+        command must not own the server, or a worker that attached to it
+        would lose its broker when the command exits.
+        """
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the data folder {self.data_dir}: {exc.strerror or exc}; "
+                "set POSTSCHED_DATA_DIR to a writable folder"
+            ) from exc
         with self._start_lock():
             if self._answers():
                 logger.debug("attached to the embedded Redis at %s", self.socket_path)
                 return False
-            self._start()
-        return True
+            if start:
+                self._start()
+        return start
 
     def stop(self) -> None:
         """Shut the server down if this process started it."""

@@ -148,6 +148,35 @@ def resolve_due_at(
     repeats (a DST fold) is rejected, because guessing would publish an hour
     early or late.
     """
+    if not isinstance(value, datetime | str):
+        raise ValidationError(
+            "due_at",
+            value,
+            "not a date and time",
+            "pass an ISO 8601 string or a datetime",
+        )
+    if timezone is not None and not isinstance(timezone, str):
+        raise ValidationError(
+            "timezone",
+            timezone,
+            "not a string",
+            "pass an IANA time zone name such as 'Europe/Berlin'",
+        )
+    try:
+        return _resolve_due_at(value, timezone)
+    except OverflowError as exc:
+        raise ValidationError(
+            "due_at",
+            value if isinstance(value, str) else value.isoformat(),
+            "out of the range of dates that can be stored in UTC",
+            "use a date between the years 2 and 9998",
+        ) from exc
+
+
+def _resolve_due_at(
+    value: datetime | str, timezone: str | None = None
+) -> tuple[datetime, str]:
+    """Resolve ``value`` as ``resolve_due_at`` describes, without its type and range checks."""
     zone = resolve_zone(timezone) if timezone is not None else None
     if isinstance(value, str):
         try:
@@ -228,6 +257,7 @@ def validate_content(
             "contains a NUL character",
             "remove the NUL (\\x00) characters",
         )
+    _check_encodable("content", content)
     limit = rules.max_length(target)
     length = rules.content_length(target, content, link)
     if length > limit and length == len(content):
@@ -247,17 +277,35 @@ def validate_content(
     return content
 
 
+def _check_encodable(field: str, text: str) -> None:
+    """Raise ValidationError when ``text`` holds a lone surrogate, which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            field,
+            text,
+            f"contains the lone surrogate {exc.object[exc.start : exc.end]!r} at position {exc.start}",
+            "pass valid Unicode text (decode the input as UTF-8 first)",
+        ) from exc
+
+
 def validate_link(link: object) -> str | None:
     """Return ``link`` when it is empty or an absolute http(s) URL."""
     if link is None or link == "":
         return None
     if not isinstance(link, str):
         raise ValidationError("link", link, "not a string", "pass the link as a string")
-    parts = urlsplit(link)
+    _check_encodable("link", link)
+    try:
+        parts = urlsplit(link)
+        port_ok = parts.hostname is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        port_ok = False
     if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(c.isspace() for c in link)
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in link)
     ):
         raise ValidationError(
             "link",

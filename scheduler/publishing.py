@@ -32,6 +32,7 @@ from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
 
+MAX_RETRY_AFTER_S = 86_400.0
 # Waits before retrying to record a post the platform already accepted.
 RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -219,7 +220,8 @@ def _retry_or_fail(
         return "failed", None
     delay_s = policy.delay_s(post.attempts)
     if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None:
-        delay_s = exc.retry_after_s
+        # Capped, so an absurd header cannot overflow a datetime or park a post for years.
+        delay_s = min(exc.retry_after_s, MAX_RETRY_AFTER_S)
     retry_at = now + timedelta(seconds=delay_s)
     logger.info(
         "post %s to %s failed (%s); retrying in %.1f s, attempt %d of %d",

@@ -9,6 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
+import redis
+
 from scheduler.chain import Chain
 from scheduler.csv_import import ImportReport, import_file
 from scheduler.errors import PublishError, ValidationError
@@ -36,6 +39,8 @@ class PostService:
         self.store = store
         self.publishers = publishers
         self.chain = chain
+        # The broker error of the last wake-up that failed, for callers to report.
+        self.wake_error: Exception | None = None
 
     def schedule(
         self,
@@ -209,5 +214,19 @@ class PostService:
         return self.store.list_posts(status=status, target=target, limit=limit)
 
     def _wake_for(self, posts: Sequence[Post]) -> None:
-        if posts:
+        """Wake the chain for ``posts``; a broker that cannot be reached is only logged.
+
+        The posts are stored by now, and the store is the source of truth: a
+        worker's watchdog arms the chain for them once Redis answers.
+        """
+        if not posts:
+            return
+        try:
             self.chain.wake(min(post.due_at for post in posts), utc_now())
+        except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
+            self.wake_error = exc
+            logger.warning(
+                "stored %d post(s) but could not wake the check chain: %s; a worker arms it when Redis answers",
+                len(posts),
+                exc,
+            )

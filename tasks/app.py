@@ -140,10 +140,13 @@ class CeleryCheckTasks:
         self.app.control.revoke(task_id)
 
 
-def create_app(settings: Settings | None = None) -> PostschedCelery:
+def create_app(
+    settings: Settings | None = None, *, start_embedded: bool = True
+) -> PostschedCelery:
     """Create the Celery app from ``celeryconfig`` and the POSTSCHED_* settings.
 
-    Starts, or attaches to, the embedded Redis when no broker URL is set.
+    Starts, or attaches to, the embedded Redis when no broker URL is set;
+    with ``start_embedded`` False it only attaches to a running one.
     """
     settings = settings or load_settings()
     settings.check_intervals()
@@ -152,7 +155,7 @@ def create_app(settings: Settings | None = None) -> PostschedCelery:
     result_backend = settings.result_backend
     if broker_url is None or (result_backend is None and not is_redis_url(broker_url)):
         embedded = EmbeddedRedis(settings.data_dir)
-        embedded.ensure_running()
+        embedded.ensure_running(start=start_embedded)
     broker_url = broker_url or (embedded.url if embedded else None)
     if result_backend is None:
         result_backend = broker_url if broker_url and is_redis_url(broker_url) else None

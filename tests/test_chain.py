@@ -243,3 +243,11 @@ def test_repair_replaces_started_without_lease(
     replacement = chain.repair(now + timedelta(seconds=LOST_GRACE_S + 1))
     assert replacement is not None
     assert chain.is_current(replacement)
+
+
+def test_arm_far_post_capped_at_max_interval(
+    chain: Chain, tasks: RecordingTasks
+) -> None:
+    now = utc_now()
+    task_id = chain.wake(now + timedelta(days=30), now)
+    assert tasks.sent == [(task_id, MAX_INTERVAL_S)]

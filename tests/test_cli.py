@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,3 +191,27 @@ def test_status_unhealthy_when_overdue_and_idle(store: SqlStore) -> None:
     assert code == EXIT_FAILED
     assert report["healthy"] is False
     assert report["oldest_overdue_s"] >= 300
+
+
+def test_schedule_with_broker_down_stores_once(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSCHED_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("POSTSCHED_RESULT_BACKEND", "redis://127.0.0.1:1/0")
+    code, output = invoke("schedule", "stored anyway", "--at", future())
+    assert code == 0, output
+    assert "could not be woken" in output
+    assert len(store.list_posts()) == 1
+
+
+def test_schedule_starts_no_embedded_redis(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("POSTSCHED_BROKER_URL")
+    monkeypatch.delenv("POSTSCHED_RESULT_BACKEND")
+    data_dir = Path(tempfile.mkdtemp(prefix="postsched-cli-"))
+    monkeypatch.setenv("POSTSCHED_DATA_DIR", str(data_dir))
+    code, output = invoke("schedule", "no worker yet", "--at", future())
+    assert code == 0, output
+    assert not (data_dir / "redis.sock").exists()
+    assert len(store.list_posts()) == 1

@@ -646,3 +646,10 @@ def test_example_header_parses(rules: Publishers) -> None:
 
     assert result.errors == []
     assert len(result.posts) == 5
+
+
+def test_unterminated_quote_rejected(rules: Publishers) -> None:
+    text = '2027-06-01 10:00,"unterminated\n2027-06-01 11:00,fine\n'
+    result = parse_text(text, rules, tz="UTC")
+    assert result.posts == []
+    assert len(result.errors) == 1

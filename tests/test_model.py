@@ -12,7 +12,7 @@ import pytest
 
 from scheduler.config import Settings, WebhookSettings
 from scheduler.errors import ValidationError
-from scheduler.model import PostStatus, new_post, resolve_due_at
+from scheduler.model import PostStatus, new_post, resolve_due_at, validate_link
 from scheduler.publishers import Publishers
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -488,3 +488,48 @@ def test_new_post_allow_past(rules: Publishers) -> None:
         allow_past=True,
     )
     assert post.due_at == due
+
+
+@pytest.mark.parametrize(
+    ("due_at", "timezone"),
+    [
+        ("9999-12-31T23:59:59-01:00", None),
+        ("9999-12-31 23:00:00", "America/New_York"),
+        ("0001-01-01T00:30:00+01:00", None),
+    ],
+)
+def test_due_at_out_of_range_rejected(due_at: str, timezone: str | None) -> None:
+    with pytest.raises(ValidationError) as caught:
+        resolve_due_at(due_at, timezone)
+    assert caught.value.field == "due_at"
+    assert "out of the range" in caught.value.reason
+
+
+@pytest.mark.parametrize("content", ["bad\udcffbyte", "\ud800"])
+def test_lone_surrogate_content_rejected(rules: Publishers, content: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        new_post(
+            target="outbox:main",
+            content=content,
+            due_at="2030-01-01T10:00:00Z",
+            rules=rules,
+            now=NOW,
+        )
+    assert caught.value.field == "content"
+    assert "lone surrogate" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://[::1",
+        "https://example.org:abc/",
+        "https://example.org:99999/",
+        "https://example.org/\x00",
+        "https://ex\udcff.org/",
+    ],
+)
+def test_malformed_link_rejected(link: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_link(link)
+    assert caught.value.field == "link"

@@ -342,3 +342,15 @@ def test_account_max_attempts_overrides_global(tmp_path: Path, store: SqlStore) 
     post = store.get("p1")
     assert outcomes == {"failed": 1}
     assert "attempt 1 of 1, no retries left" in (post.last_error or "")
+
+
+def test_huge_retry_after_capped(store: SqlStore) -> None:
+    add_due_post(store)
+    claim_one(store)
+    run(
+        store,
+        ScriptedPublisher(RateLimitedError("429", retry_after_s=99_999_999_999_999.0)),
+    )
+    post = store.get("p1")
+    assert post.status is PostStatus.SCHEDULED
+    assert post.due_at <= utc_now() + timedelta(days=1)

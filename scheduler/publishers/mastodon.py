@@ -179,9 +179,15 @@ class MastodonPublisher(Publisher):
                 "account: a retry within one hour reuses the Idempotency-Key, so Mastodon "
                 "returns the existing status instead of making a second one"
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx.ConnectError as exc:
             raise TransientPublishError(
                 f"POST to {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.TransportError as exc:
+            # Connected, so the request may have reached the server.
+            raise UnknownOutcomeError(
+                f"POST to {where} was sent but the connection failed ({type(exc).__name__}: {exc}); "
+                "the status may exist, so it is not sent again automatically"
             ) from exc
 
 

@@ -170,9 +170,15 @@ class WebhookPublisher(Publisher):
                 f"POST to {where} was sent but got no answer within {settings.timeout_s:g} s; "
                 "the receiver may have it, so it is not sent again: check with the receiver"
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx.ConnectError as exc:
             raise TransientPublishError(
                 f"POST to {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.TransportError as exc:
+            # Connected, so the request may have reached the receiver.
+            raise UnknownOutcomeError(
+                f"POST to {where} was sent but the connection failed ({type(exc).__name__}: {exc}); "
+                "the receiver may have it, so it is not sent again: check with the receiver"
             ) from exc
 
 
