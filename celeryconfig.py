@@ -19,8 +19,11 @@ enable_utc = True
 task_track_started = True
 result_expires = 3600
 
-# Redis pops the queues in this order, so a check is never stuck behind a
+# Redis pops the queues in this order, so a waiting check goes before a
 # backlog of publishing messages.
+# NOTE: this orders the queues only. While every pool process is busy
+# publishing (slow receivers, big batches), a due check waits for a free
+# one; run a worker with `-Q postsched.check` to keep checks on time then.
 # The API tasks use Celery's default queue, "celery", so that a client
 # that sets no routing reaches them.
 task_queues = [Queue("postsched.check"), Queue("postsched.publish"), Queue("celery")]

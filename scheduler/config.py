@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     )
     claim_batch_size: int = Field(default=500, gt=0)
     publish_batch_size: int = Field(default=50, gt=0)
-    publish_lease_s: float = Field(default=300.0, gt=0, alias="POSTSCHED_PUBLISH_LEASE")
+    publish_lease_s: float = Field(default=900.0, gt=0, alias="POSTSCHED_PUBLISH_LEASE")
     max_attempts: int = Field(default=5, gt=0, alias="POSTSCHED_MAX_ATTEMPTS")
     max_deliveries: int = Field(default=3, gt=0, alias="POSTSCHED_MAX_DELIVERIES")
     missed_grace_s: float = Field(default=3600.0, gt=0, alias="POSTSCHED_MISSED_GRACE")

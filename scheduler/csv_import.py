@@ -397,8 +397,12 @@ def _read_header(cells: list[str]) -> list[str]:
 
 
 def _looks_like_header(cells: list[str]) -> bool:
-    # Only the required names count, so that a bulk file whose first row has a
-    # "Link" heading is still read as bulk.
+    # A header row holds the required names, and its first cell is no date: a
+    # bulk row whose message is "Content" stays a bulk row. Only the required
+    # names count, so a bulk file whose first row has a "Link" heading is
+    # still read as bulk.
+    if not cells or any(character.isdigit() for character in cells[0]):
+        return False
     return any(cell.strip().lower() in REQUIRED_HEADER_COLUMNS for cell in cells)
 
 

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from scheduler.errors import ValidationError
 
 MAX_LINK_LENGTH = 2048
+# The SQL stores keep a target in 200 characters.
+MAX_TARGET_LENGTH = 200
 # A due time this far in the past is still accepted, for clocks that differ a little.
 CLOCK_SKEW_S = 5.0
 
@@ -331,6 +333,13 @@ def validate_target(target: object, rules: TargetRules) -> str:
             target,
             "not of the form PUBLISHER:ACCOUNT",
             "write it like 'outbox:main' or 'webhook:alerts'",
+        )
+    if len(target) > MAX_TARGET_LENGTH:
+        raise ValidationError(
+            "target",
+            target,
+            f"{len(target)} characters long",
+            f"use a target of {MAX_TARGET_LENGTH} characters or fewer",
         )
     rules.check_target(target)
     return target

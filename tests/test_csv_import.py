@@ -653,3 +653,10 @@ def test_unterminated_quote_rejected(rules: Publishers) -> None:
     result = parse_text(text, rules, tz="UTC")
     assert result.posts == []
     assert len(result.errors) == 1
+
+
+def test_bulk_message_named_like_header(rules: Publishers) -> None:
+    text = "2027-06-01 10:00,Content\n2027-06-01 11:00,second post\n"
+    result = parse_text(text, rules, tz="UTC")
+    assert [post.content for post in result.posts] == ["Content", "second post"]
+    assert result.errors == []
