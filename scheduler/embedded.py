@@ -7,6 +7,10 @@ running server. The owner stops the server when it exits normally, on Ctrl-C or
 on SIGTERM; on Linux the server also receives SIGTERM when the owner dies
 without cleaning up (SIGKILL), so no orphan is left running.
 
+NOTE: workers attached to a server lose their broker, and exit, when its
+owner stops; several long-running workers are better served by a Redis of
+their own.
+
 The server keeps nothing on disk. That loses no post, because the store is the
 source of truth: a new worker re-arms the check chain from the store.
 """

@@ -216,14 +216,16 @@ def _localize(wall: datetime, zone: ZoneInfo) -> datetime:
             "due_at",
             wall.isoformat(),
             f"this time does not exist in {zone.key} (clocks skip it for daylight saving time)",
-            "pick a time outside the skipped hour, or give an explicit UTC offset",
+            "pick a time outside the skipped hour, or give an explicit UTC offset "
+            "(in a CSV file, use the header format, whose due_at takes one)",
         )
     if earlier.utcoffset() != later.utcoffset():
         raise ValidationError(
             "due_at",
             wall.isoformat(),
             f"this time occurs twice in {zone.key} (clocks go back for daylight saving time)",
-            "give an explicit UTC offset, such as '+02:00' for the first one",
+            "give an explicit UTC offset, the earlier one for the first occurrence "
+            "(in a CSV file, use the header format, whose due_at takes one)",
         )
     return earlier.astimezone(UTC)
 

@@ -93,8 +93,12 @@ def run_main_job(sample: Path, *, window_s: float, console: Console) -> int:
         if app.embedded is not None:
             app.embedded.stop()
 
-    reports = _collect(posts, settings.resolved_outbox_dir / f"{RUN_ACCOUNT}.jsonl")
+    outbox_file = settings.resolved_outbox_dir / f"{RUN_ACCOUNT}.jsonl"
+    reports = _collect(posts, outbox_file)
     _print_table(reports, console)
+    console.print(
+        f"outbox: {outbox_file}; worker log: {run_dir / 'worker.log'}", highlight=False
+    )
     return _print_summary(reports, console)
 
 

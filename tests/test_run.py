@@ -21,6 +21,8 @@ def test_run_publishes_sample(tmp_path: Path) -> None:
     }
     env["POSTSCHED_DATA_DIR"] = str(tmp_path)
     env["COLUMNS"] = "120"
+    # The run folder goes under the test's own folder, which pytest cleans up.
+    env["TMPDIR"] = str(tmp_path)
     completed = subprocess.run(
         [sys.executable, "-m", "scheduler.cli", "run", "--window", "10"],
         env=env,

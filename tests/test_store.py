@@ -418,7 +418,7 @@ def _open_at_once(
     barrier: multiprocessing.synchronize.Barrier,
     results: multiprocessing.Queue[str],
 ) -> None:
-    barrier.wait()
+    barrier.wait(timeout=60)
     try:
         SqlStore(url, schema=schema).close()
     except Exception as exc:
