@@ -37,7 +37,7 @@ from scheduler.model import Post, PostStatus, post_to_dict, utc_now
 if TYPE_CHECKING:
     from scheduler.service import PostService
     from scheduler.status import StatusReport
-    from tasks.app import Runtime
+    from tasks.app import PostschedCelery, Runtime
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -65,6 +65,10 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+# Apps opened by the running command, closed when its work is done.
+_open_apps: list[PostschedCelery] = []
+
+
 @contextmanager
 def _errors_as_exit_codes() -> Iterator[None]:
     try:
@@ -88,6 +92,11 @@ def _errors_as_exit_codes() -> Iterator[None]:
             "Redis, or set POSTSCHED_BROKER_URL to a running one",
             EXIT_UNAVAILABLE,
         )
+    finally:
+        while _open_apps:
+            opened = _open_apps.pop()
+            opened.runtime.close()
+            opened.close()
 
 
 def _warn_if_not_woken(service: PostService) -> None:
@@ -104,7 +113,9 @@ def _runtime() -> Runtime:
 
     # Only `worker` and `run` start an embedded Redis: a command that started
     # it would stop it on exit, under any worker that attached meanwhile.
-    return create_app(start_embedded=False).runtime
+    celery_app = create_app(start_embedded=False)
+    _open_apps.append(celery_app)
+    return celery_app.runtime
 
 
 def _service() -> PostService:

@@ -39,11 +39,11 @@ def test_run_publishes_sample(tmp_path: Path) -> None:
     assert published == total
     assert p50 <= p99 <= maximum
     assert maximum < 1000
-    assert running_embedded_servers() == []
+    assert running_embedded_servers(tmp_path) == []
 
 
-def running_embedded_servers() -> list[str]:
-    """Return the command lines of redis-server processes started by a main job."""
+def running_embedded_servers(folder: Path) -> list[str]:
+    """Return the command lines of redis-server processes with a socket under ``folder``."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -57,6 +57,6 @@ def running_embedded_servers() -> list[str]:
             )
         except OSError:
             continue
-        if "redis-server" in cmdline and "postsched-run-" in cmdline:
+        if "redis-server" in cmdline and str(folder) in cmdline:
             found.append(cmdline)
     return found
