@@ -224,10 +224,17 @@ def _localize(wall: datetime, zone: ZoneInfo) -> datetime:
             "due_at",
             wall.isoformat(),
             f"this time occurs twice in {zone.key} (clocks go back for daylight saving time)",
-            "give an explicit UTC offset, the earlier one for the first occurrence "
-            "(in a CSV file, use the header format, whose due_at takes one)",
+            f"give an explicit UTC offset, '{_offset(earlier)}' for the first occurrence or "
+            f"'{_offset(later)}' for the second (in a CSV file, use the header format, whose "
+            "due_at takes one)",
         )
     return earlier.astimezone(UTC)
+
+
+def _offset(moment: datetime) -> str:
+    """Format the UTC offset of ``moment`` as '+02:00'."""
+    text = moment.strftime("%z")
+    return f"{text[:3]}:{text[3:]}"
 
 
 def _zone_name(moment: datetime) -> str:

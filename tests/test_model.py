@@ -533,3 +533,10 @@ def test_malformed_link_rejected(link: str) -> None:
     with pytest.raises(ValidationError) as caught:
         validate_link(link)
     assert caught.value.field == "link"
+
+
+def test_fold_fix_names_zone_offsets() -> None:
+    with pytest.raises(ValidationError) as caught:
+        resolve_due_at("2026-11-01 01:30", "America/New_York")
+    assert "'-04:00' for the first occurrence" in caught.value.fix
+    assert "'-05:00' for the second" in caught.value.fix
