@@ -82,7 +82,7 @@ return 1
 
 
 class CheckTasks(Protocol):
-    """How the chain sends, inspects and revokes check tasks."""
+    """Interface the chain uses to send, inspect and revoke check tasks."""
 
     def send_check(
         self, task_id: str, countdown_s: float, due_at: datetime | None

@@ -259,7 +259,7 @@ def mark_published(
 
 @app.command()
 def reconcile() -> None:
-    """Ask the platforms about unconfirmed posts and settle those they can answer for."""
+    """Look unconfirmed posts up on their platforms and settle those found or missing."""
     with _errors_as_exit_codes():
         outcomes = _service().reconcile()
     if not outcomes:

@@ -397,7 +397,7 @@ def _read_header(cells: list[str]) -> list[str]:
 
 
 def _looks_like_header(cells: list[str]) -> bool:
-    # A header row holds the required names, and its first cell is no date: a
+    # A header row contains the required names, and its first cell is no date: a
     # bulk row whose message is "Content" stays a bulk row. Only the required
     # names count, so a bulk file whose first row has a "Link" heading is
     # still read as bulk.

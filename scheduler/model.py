@@ -28,7 +28,7 @@ class PostStatus(enum.StrEnum):
     PUBLISHED = "published"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    # Sent, but the platform's answer was lost: an operator or reconcile decides.
+    # Sent, but the platform's response was lost, so an operator or reconcile decides.
     UNCONFIRMED = "unconfirmed"
     # Found overdue by more than the grace, after an outage: listed, not published.
     MISSED = "missed"
@@ -97,7 +97,7 @@ class Attempt:
 
 
 class TargetRules(Protocol):
-    """What validation needs to know about publishers."""
+    """Publisher facts that validation needs: targets and content limits."""
 
     def check_target(self, target: str) -> None:
         """Raise ValidationError when no publisher serves ``target``."""
@@ -289,7 +289,7 @@ def validate_content(
 
 
 def _check_encodable(field: str, text: str) -> None:
-    """Raise ValidationError when ``text`` holds a lone surrogate, which UTF-8 cannot encode."""
+    """Raise ValidationError when ``text`` contains a lone surrogate, which UTF-8 cannot encode."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

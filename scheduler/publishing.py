@@ -2,7 +2,7 @@
 
 Retries live in the store: a post to be retried goes back to ``scheduled``
 with its due time moved by the backoff, so the check chain claims it again
-and the broker never holds a retry message.
+and the broker never contains a retry message.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class MainJobError(PostschedError):
 
 @dataclass(frozen=True)
 class PostReport:
-    """How one post of the main job went."""
+    """Outcome of one post of the main job."""
 
     post: Post
     deliveries: int
@@ -146,7 +146,7 @@ def _wait_for_worker(app, worker: subprocess.Popen[bytes], run_dir: Path) -> Non
         if app.control.ping(timeout=0.5):
             return
     raise MainJobError(
-        f"the worker did not answer within {WORKER_READY_TIMEOUT_S:g} s; see {run_dir / 'worker.log'}"
+        f"the worker did not respond to a ping within {WORKER_READY_TIMEOUT_S:g} s; see {run_dir / 'worker.log'}"
     )
 
 

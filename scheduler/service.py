@@ -226,7 +226,7 @@ class PostService:
         except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
             self.wake_error = exc
             logger.warning(
-                "stored %d post(s) but could not wake the check chain: %s; a worker arms it when Redis answers",
+                "stored %d post(s) but could not wake the check chain: %s; a worker arms it when Redis is reachable",
                 len(posts),
                 exc,
             )
