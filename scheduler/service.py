@@ -217,7 +217,7 @@ class PostService:
         """Wake the chain for ``posts``; a broker that cannot be reached is only logged.
 
         The posts are stored by now, and the store is the source of truth: a
-        worker's watchdog arms the chain for them once Redis answers.
+        worker's watchdog arms the chain for them once Redis is reachable.
         """
         if not posts:
             return
