@@ -223,36 +223,3 @@ def test_running_check_not_revoked(
         wait_for(lambda: status_of(celery_app, soon) is PostStatus.PUBLISHED)
     assert revoked == []
     assert f"check {running.task_id} is running; replaced by check" in caplog.text
-
-
-def test_many_future_posts_one_eta_message(
-    celery_app: PostschedCelery, worker: object, caplog: pytest.LogCaptureFixture
-) -> None:
-    now = utc_now()
-    posts = [
-        Post(
-            id=f"p{i:05d}",
-            target="outbox:main",
-            content="later",
-            due_at=now + timedelta(seconds=60 + i * 0.36),
-            timezone="UTC",
-        )
-        for i in range(10_000)
-    ]
-    celery_app.runtime.store.add(posts)
-    with caplog.at_level(logging.INFO, logger="tasks.app"):
-        celery_app.runtime.chain.wake(posts[0].due_at, utc_now())
-    inspect = celery_app.control.inspect(timeout=2)
-    replies = wait_for(inspect.scheduled)
-    revoked = {task_id for ids in (inspect.revoked() or {}).values() for task_id in ids}
-    scheduled = [
-        entry["request"]["id"] for entries in replies.values() for entry in entries
-    ]
-    # A replaced check stays in the worker's timer, revoked, until its ETA.
-    live = [task_id for task_id in scheduled if task_id not in revoked]
-    record = celery_app.runtime.chain.current()
-    assert record is not None
-    assert live == [record.task_id]
-    assert len(scheduled) <= 2
-    assert f"scheduled check {record.task_id} in" in caplog.text
-    assert f"for the post due at {posts[0].due_at.isoformat()}" in caplog.text

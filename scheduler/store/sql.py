@@ -354,7 +354,7 @@ class SqlStore(Store):
         """
         # A materialized CTE runs once. As an IN (subquery), PostgreSQL 15 can
         # plan a nested loop that runs the limited subquery again for each
-        # outer row: on a table of 2,000 due posts, that form claimed all or
+        # outer row. On a table of 2,000 due posts, that form claimed all or
         # nearly all of them with a limit of 2.
         # NOTE: WITH ... AS MATERIALIZED needs PostgreSQL 12 or SQLite 3.35,
         # and UPDATE ... FROM needs SQLite 3.33.
