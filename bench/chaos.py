@@ -1,11 +1,12 @@
 """The chaos run: postsched's promise checked as a whole under faults.
 
-It starts a private Redis, a store (a fresh PostgreSQL schema behind a TCP
-proxy when ``POSTGRES_URL`` is reachable on loopback, else a SQLite file),
-``celery worker`` subprocesses and a fake platform that sometimes fails,
-schedules posts due over a window, and while they come due SIGKILLs workers
-and starts new ones, restarts Redis empty once, cuts the store off for 10 s
-once, and edits and cancels posts. The moments come from ``--seed``.
+It starts a private Redis, a store, ``celery worker`` subprocesses and a
+fake platform that sometimes fails. The store is a fresh PostgreSQL schema
+behind a TCP proxy when ``POSTGRES_URL`` is reachable on loopback, else a
+SQLite file. It schedules posts due over a window. While they come due, it
+SIGKILLs workers and starts new ones, restarts Redis empty once, cuts the
+store off for 10 s once, and edits and cancels posts, at moments drawn from
+``--seed``.
 
 At the end it prints a table and exits with 1 when a post was lost or
 published twice::
@@ -121,7 +122,7 @@ CLIENT_SETTINGS = {
 
 @dataclass(frozen=True)
 class StoreSetup:
-    """Where the workers reach the store, and how the script reads it directly."""
+    """Store URLs: the workers' one, through the proxy, and the direct one for the final read."""
 
     kind: str
     worker_url: str
@@ -141,7 +142,7 @@ class Event:
 
 @dataclass
 class RunLog:
-    """What the run did, for the report."""
+    """Faults injected and changes made during the run, for the report."""
 
     worker_kills: int = 0
     workers_started: int = 0
@@ -501,7 +502,6 @@ class ChaosRun:
 
     def _drain(self, app: PostschedCelery, first_due: datetime) -> None:
         """Wait until no post is scheduled or publishing, then reconcile unconfirmed ones."""
-        started = time.monotonic()
         last_due = first_due + timedelta(seconds=self.window_s)
         deadline = last_due.timestamp() + max(MIN_DRAIN_S, self.window_s / 5)
         self._wait_settled(app, deadline)
@@ -513,7 +513,7 @@ class ChaosRun:
             self.log.reconciled.update(outcomes)
             self.console.print(f"{_clock()} reconcile: {outcomes}", highlight=False)
             self._wait_settled(app, time.time() + MIN_DRAIN_S)
-        self.log.drain_s = time.monotonic() - started
+        self.log.drain_s = max(time.time() - last_due.timestamp(), 0.0)
 
     def _wait_settled(self, app: PostschedCelery, deadline: float) -> None:
         while time.time() < deadline:
@@ -618,7 +618,7 @@ def evaluate(
         "lateness_ms": _percentiles(lateness_ms),
         "longest_gap_without_live_check_s": round(sampler.longest_gap_s, 3),
         "check_samples": sampler.samples,
-        "platform_answers": dict(platform.answers),
+        "platform_responses": dict(platform.responses),
         "platform_requests": sum(len(times) for times in platform.requests.values()),
         "faults": {
             "worker kills": log.worker_kills,
@@ -678,7 +678,7 @@ def print_report(figures: dict[str, Any], console: Console) -> None:
             f"{figures['longest_gap_without_live_check_s']:.1f} s",
         ),
         ("faults", _format_counts(figures["faults"])),
-        ("platform answers", _format_counts(figures["platform_answers"])),
+        ("platform responses", _format_counts(figures["platform_responses"])),
         ("changes rejected", _format_counts(figures["rejected_changes"]) or "none"),
         ("reconciled", _format_counts(figures["reconciled"]) or "none"),
         ("drain after the window", f"{figures['drain_s']:.1f} s"),
@@ -753,7 +753,7 @@ def main(
         ),
     ] = False,
 ) -> None:
-    """Run postsched under faults and check that every post is published exactly once."""
+    """Run postsched under faults; exit with 1 when a post was lost or published twice."""
     if seconds is not None and minutes is not None:
         raise typer.BadParameter("give --seconds or --minutes, not both")
     window_s = minutes * 60 if minutes is not None else seconds or 30.0

@@ -294,14 +294,14 @@ class WorkerProcess:
 
 @dataclass(frozen=True)
 class PlatformFaults:
-    """Probabilities of each answer of the fake platform, per request."""
+    """Probability of each kind of response of the fake platform, per request."""
 
     server_error: float = 0.05
     rate_limited: float = 0.03
-    # A slow answer that still arrives within the publisher's timeout.
+    # A slow response that still arrives within the publisher's timeout.
     slow: float = 0.05
     slow_s: tuple[float, float] = (0.3, 1.5)
-    # Accepted, then answered after the publisher's timeout: its outcome is unknown.
+    # Accepted, but the response comes after the publisher's timeout, so the outcome is unknown.
     timed_out: float = 0.005
     timed_out_delay_s: float = 4.0
     retry_after_s: int = 1
@@ -309,22 +309,22 @@ class PlatformFaults:
 
 @dataclass
 class PlatformLog:
-    """What the fake platform saw, per idempotency key, with wall-clock times."""
+    """Requests and accepted posts of the fake platform, per idempotency key, in wall-clock seconds."""
 
     requests: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     accepted: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     content: dict[str, str] = field(default_factory=dict)
-    answers: Counter[str] = field(default_factory=Counter)
+    responses: Counter[str] = field(default_factory=Counter)
 
 
 class FakePlatform:
     """An HTTP receiver of webhook posts that counts deliveries per idempotency key.
 
-    ``POST /statuses`` accepts a post (200), or answers 503, 429 with
+    ``POST /statuses`` accepts a post (200), or responds 503, 429 with
     ``Retry-After``, slowly, or after the publisher's timeout, at the rates of
     ``faults``, drawn from a random generator seeded with ``seed``. A post is
-    recorded as accepted before a slow answer is sent, as a real platform
-    would keep it. ``GET /lookup`` returns 200 when the key was accepted and
+    recorded as accepted before a slow response is sent, because a real
+    platform keeps a post whose response was lost. ``GET /lookup`` returns 200 when the key was accepted and
     404 when not, and fails with 503 at the same rate as posts.
     """
 
@@ -361,42 +361,42 @@ class FakePlatform:
                 requests={key: list(times) for key, times in self.log.requests.items()},
                 accepted={key: list(times) for key, times in self.log.accepted.items()},
                 content=dict(self.log.content),
-                answers=Counter(self.log.answers),
+                responses=Counter(self.log.responses),
             )
 
     def _decide_post(self, key: str, content: str) -> tuple[int, float, dict[str, str]]:
-        """Pick the answer to one POST and record it; return status, delay and headers."""
+        """Pick the response to one POST, record it, and return its status, delay and headers."""
         faults = self.faults
         with self._lock:
             now = time.time()
             self.log.requests[key].append(now)
             draw = self._random.random()
             if draw < faults.server_error:
-                self.log.answers["503"] += 1
+                self.log.responses["503"] += 1
                 return 503, 0.0, {}
             draw -= faults.server_error
             if draw < faults.rate_limited:
-                self.log.answers["429"] += 1
+                self.log.responses["429"] += 1
                 return 429, 0.0, {"Retry-After": str(faults.retry_after_s)}
             draw -= faults.rate_limited
             self.log.accepted[key].append(now)
             self.log.content[key] = content
             if draw < faults.timed_out:
-                self.log.answers["200 after the timeout"] += 1
+                self.log.responses["200 after the timeout"] += 1
                 return 200, faults.timed_out_delay_s, {}
             draw -= faults.timed_out
             if draw < faults.slow:
-                self.log.answers["200 slowly"] += 1
+                self.log.responses["200 slowly"] += 1
                 return 200, self._random.uniform(*faults.slow_s), {}
-            self.log.answers["200"] += 1
+            self.log.responses["200"] += 1
             return 200, 0.0, {}
 
     def _decide_lookup(self, key: str) -> int:
         with self._lock:
             if self._random.random() < self.faults.server_error:
-                self.log.answers["lookup 503"] += 1
+                self.log.responses["lookup 503"] += 1
                 return 503
-            self.log.answers["lookup"] += 1
+            self.log.responses["lookup"] += 1
             return 200 if key in self.log.accepted else 404
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
