@@ -78,6 +78,7 @@ EDIT_SHARE = 0.03
 CANCEL_SHARE = 0.03
 # Seconds to wait after the last due time for every post to settle.
 MIN_DRAIN_S = 60.0
+WORKER_WATCH_INTERVAL_S = 0.5
 RECONCILE_ROUNDS = 3
 WORKER_CONCURRENCY = 2
 WEBHOOK_TIMEOUT_S = 3.0
@@ -145,6 +146,8 @@ class RunLog:
     """Faults injected and changes made during the run, for the report."""
 
     worker_kills: int = 0
+    # Workers that exited without being killed, such as on a lost broker.
+    workers_exited: list[str] = field(default_factory=list)
     workers_started: int = 0
     redis_restarts: int = 0
     store_cuts: int = 0
@@ -279,6 +282,7 @@ class ChaosRun:
             first_due = self._schedule_posts(app)
             self._play(self._timeline(store.proxy is not None), first_due, store.proxy)
             self._drain(app, first_due)
+            self._note_exited_workers()
             self._stop_workers()
             sampler.stop()
 
@@ -378,6 +382,19 @@ class ChaosRun:
         self.workers.append(worker)
         return worker
 
+    def _note_exited_workers(self) -> None:
+        """Record, and replace, each worker that exited without being killed."""
+        for worker in self.workers:
+            if worker.alive or worker.killed or worker.name in self.log.workers_exited:
+                continue
+            self.log.workers_exited.append(worker.name)
+            started = self._start_worker()
+            self.console.print(
+                f"{_clock()} {worker.name} exited on its own (code {worker.process.returncode}), "
+                f"started {started.name}; see {worker.log_path.name}",
+                highlight=False,
+            )
+
     def _stop_workers(self) -> None:
         # SIGKILL: the run is over, and a warm shutdown would only let
         # deliveries happen after the counts are read.
@@ -438,13 +455,13 @@ class ChaosRun:
         while pending or restore_at is not None:
             next_at = start + pending[0].at_s if pending else math.inf
             if restore_at is not None and restore_at <= next_at:
-                _sleep_until(restore_at)
+                self._wait_until(restore_at)
                 assert proxy is not None
                 proxy.restore()
                 self.console.print(f"{_clock()} store restored", highlight=False)
                 restore_at = None
                 continue
-            _sleep_until(next_at)
+            self._wait_until(next_at)
             event = pending.pop(0)
             if event.kind == "cut store":
                 assert proxy is not None
@@ -515,8 +532,15 @@ class ChaosRun:
             self._wait_settled(app, time.time() + MIN_DRAIN_S)
         self.log.drain_s = max(time.time() - last_due.timestamp(), 0.0)
 
+    def _wait_until(self, moment: float) -> None:
+        """Sleep until ``moment`` (epoch seconds), replacing workers that exit meanwhile."""
+        while (delay_s := moment - time.time()) > 0:
+            self._note_exited_workers()
+            time.sleep(min(delay_s, WORKER_WATCH_INTERVAL_S))
+
     def _wait_settled(self, app: PostschedCelery, deadline: float) -> None:
         while time.time() < deadline:
+            self._note_exited_workers()
             counts = _counts(app)
             if (
                 counts
@@ -573,6 +597,8 @@ def evaluate(
         "delivered though not published": [],
         "missed within the grace": [],
         "edit not delivered": [],
+        # Not a post: a worker that exited on its own is a fault the run found.
+        "worker exited on its own": list(log.workers_exited),
     }
     lateness_ms: list[float] = []
     for post_id, original in scheduled.items():
@@ -651,7 +677,7 @@ def print_report(figures: dict[str, Any], console: Console) -> None:
     """Print the checks and the figures as tables."""
     checks = Table(title="chaos run: checks")
     checks.add_column("check")
-    checks.add_column("posts", justify="right")
+    checks.add_column("count", justify="right")
     checks.add_column("result")
     for name, count in figures["problems"].items():
         checks.add_row(name, str(count), "ok" if count == 0 else "FAIL")
@@ -698,12 +724,6 @@ def _format_ms(value: float | None) -> str:
 
 def _format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
-
-
-def _sleep_until(moment: float) -> None:
-    delay_s = moment - time.time()
-    if delay_s > 0:
-        time.sleep(delay_s)
 
 
 def _clock() -> str:

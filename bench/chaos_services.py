@@ -243,6 +243,7 @@ class WorkerProcess:
     ) -> None:
         self.name = name
         self.log_path = log_path
+        self.killed = False
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -287,6 +288,7 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker and its pool processes at once with SIGKILL."""
+        self.killed = True
         if self.alive:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
