@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from scheduler.chain import Chain
-from scheduler.model import utc_now
+from scheduler.model import Post, utc_now
 from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
 
-# Receives one batch of claimed post ids and the attempt id they were claimed under.
-Dispatch = Callable[[str, Sequence[str]], None]
+# Receives the attempt id of a claim and one batch of the posts claimed under it.
+Dispatch = Callable[[str, Sequence[Post]], None]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,12 @@ def _claim_and_dispatch(
         posts = store.claim_due(
             now, claim_batch_size, attempt_id, now + timedelta(seconds=publish_lease_s)
         )
-        ids = [post.id for post in posts]
-        for start in range(0, len(ids), publish_batch_size):
+        for start in range(0, len(posts), publish_batch_size):
             # NOTE: a dispatch that fails leaves its posts in ``publishing``
             # until their lease runs out.
-            dispatch(attempt_id, ids[start : start + publish_batch_size])
-        claimed += len(ids)
-        if len(ids) < claim_batch_size:
+            dispatch(attempt_id, posts[start : start + publish_batch_size])
+        claimed += len(posts)
+        if len(posts) < claim_batch_size:
             break
         chain.hold_lease(task_id)
     if claimed:

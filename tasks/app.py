@@ -24,6 +24,7 @@ from scheduler.service import PostService
 from scheduler.store.base import Store
 from scheduler.urls import is_redis_url, redis_py_url
 from tasks.definitions import register_tasks
+from tasks.reprs import check_argsrepr
 from tasks.watchdog import ChainWatchdog
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,12 @@ class CeleryCheckTasks:
     ) -> None:
         """Send check ``task_id`` to run in ``countdown_s`` seconds."""
         self.app.send_task(
-            CHECK_TASK_NAME, task_id=task_id, countdown=countdown_s, queue=CHECK_QUEUE
+            CHECK_TASK_NAME,
+            task_id=task_id,
+            countdown=countdown_s,
+            queue=CHECK_QUEUE,
+            argsrepr=check_argsrepr(due_at),
+            kwargsrepr="{}",
         )
         reason = (
             f"for the post due at {due_at.isoformat()}"
