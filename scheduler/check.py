@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from scheduler.chain import Chain
+from scheduler.metrics import MetricsRecorder
 from scheduler.model import Post, utc_now
 from scheduler.store.base import Store
 
@@ -46,6 +47,7 @@ def run_check(
     publish_lease_s: float,
     max_attempts: int,
     missed_grace_s: float,
+    metrics: MetricsRecorder | None = None,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
@@ -56,7 +58,8 @@ def run_check(
     an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
-    burst at the rate the broker and the pool can move tasks.
+    burst at the rate the broker and the pool can move tasks. Missed posts
+    are counted in ``metrics`` when given.
     """
     if not chain.is_current(task_id):
         logger.info(
@@ -66,6 +69,8 @@ def run_check(
 
     chain.hold_lease(task_id)
     try:
+        # NOTE: posts that the sweep fails or finds published are logged but
+        # not counted in the metrics, because the sweep returns no targets.
         swept = store.sweep_expired(utc_now(), max_attempts)
         if swept.total:
             logger.warning(
@@ -82,9 +87,11 @@ def run_check(
             logger.warning(
                 "check %s marked %d post(s) missed: overdue by more than %g s; 'postsched list --status missed' lists them",
                 task_id,
-                missed,
+                sum(missed.values()),
                 missed_grace_s,
             )
+            if metrics is not None:
+                metrics.count_missed(missed)
         claimed = _claim_and_dispatch(
             task_id,
             store,

@@ -426,6 +426,21 @@ def status(
 
 
 @app.command()
+def metrics() -> None:
+    """Print the Prometheus metrics: post counters, lateness and the chain gauge."""
+    from prometheus_client import generate_latest
+
+    from scheduler.metrics import create_registry
+
+    with _errors_as_exit_codes():
+        runtime = _runtime()
+        exposition = generate_latest(
+            create_registry(runtime.metrics, runtime.chain)
+        ).decode()
+    print(exposition, end="")
+
+
+@app.command()
 def worker(
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Worker processes; default: one per CPU.")

@@ -118,6 +118,7 @@ def register_tasks(app: PostschedCelery) -> None:
             publish_lease_s=settings.publish_lease_s,
             max_attempts=settings.max_attempts,
             missed_grace_s=settings.missed_grace_s,
+            metrics=runtime.metrics,
         )
         return result.as_dict()
 
@@ -145,6 +146,7 @@ def register_tasks(app: PostschedCelery) -> None:
                 settings.max_deliveries,
             ),
             wake=lambda due_at: runtime.chain.wake(due_at, utc_now()),
+            metrics=runtime.metrics,
         )
 
     for name in PAYLOADS:

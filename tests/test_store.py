@@ -847,7 +847,7 @@ def test_mark_missed_only_past_grace(store: Store) -> None:
     done = make_post(due_in_s=-7200, status=PostStatus.PUBLISHED)
     store.add([old, recent, done])
     now = utc_now()
-    assert store.mark_missed(now - timedelta(hours=1), now) == 1
+    assert store.mark_missed(now - timedelta(hours=1), now) == {old.target: 1}
     missed = store.get(old.id)
     assert missed.status is PostStatus.MISSED
     assert "postsched retry" in (missed.last_error or "")
@@ -859,8 +859,23 @@ def test_mark_missed_keeps_interrupted_posts(store: Store) -> None:
     interrupted = make_post(due_in_s=-7200, deliveries=1)
     store.add([interrupted])
     now = utc_now()
-    assert store.mark_missed(now - timedelta(hours=1), now) == 0
+    assert store.mark_missed(now - timedelta(hours=1), now) == {}
     assert store.get(interrupted.id).status is PostStatus.SCHEDULED
+
+
+def test_mark_missed_counts_per_target(store: Store) -> None:
+    store.add(
+        [
+            make_post(due_in_s=-7200, target="outbox:main"),
+            make_post(due_in_s=-7200, target="outbox:main"),
+            make_post(due_in_s=-7200, target="outbox:other"),
+            make_post(due_in_s=-60, target="outbox:recent"),
+        ]
+    )
+    now = utc_now()
+    missed = store.mark_missed(now - timedelta(hours=1), now)
+    assert missed == {"outbox:main": 2, "outbox:other": 1}
+    assert store.mark_missed(now - timedelta(hours=1), now) == {}
 
 
 def test_in_memory_sqlite_rejected() -> None:

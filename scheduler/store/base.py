@@ -212,8 +212,8 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
-        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many.
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many per target.
 
         Posts with deliveries are left alone: their worker died while
         publishing them, so the platform may have them, and the next claim

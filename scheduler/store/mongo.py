@@ -390,26 +390,33 @@ class MongoStore(Store):
             ).modified_count
         return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
 
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
-        """Set scheduled posts due before ``cutoff`` to ``missed``."""
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """Set scheduled posts due before ``cutoff`` to ``missed``, one update per target.
+
+        Each target's ``update_many`` repeats the filter, so its count is
+        exact even when another process changes some of the posts meanwhile.
+        """
         _check_aware(cutoff=cutoff, now=now)
+        # A post with deliveries may be out already: the next claim looks it up.
+        overdue = {
+            "status": str(PostStatus.SCHEDULED),
+            "due_at": {"$lt": cutoff},
+            "deliveries": {"$in": [0, None]},
+        }
+        changes = {
+            "$set": {
+                "status": str(PostStatus.MISSED),
+                "last_error": missed_error(cutoff, now),
+                "updated_at": now,
+            }
+        }
+        missed: dict[str, int] = {}
         with self._translate_errors("mark missed posts"):
-            result = self._posts.update_many(
-                # A post with deliveries may be out already: the next claim looks it up.
-                {
-                    "status": str(PostStatus.SCHEDULED),
-                    "due_at": {"$lt": cutoff},
-                    "deliveries": {"$in": [0, None]},
-                },
-                {
-                    "$set": {
-                        "status": str(PostStatus.MISSED),
-                        "last_error": missed_error(cutoff, now),
-                        "updated_at": now,
-                    }
-                },
-            )
-        return int(result.modified_count)
+            for target in self._posts.distinct("target", overdue):
+                result = self._posts.update_many({**overdue, "target": target}, changes)
+                if result.modified_count:
+                    missed[target] = int(result.modified_count)
+        return missed
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""

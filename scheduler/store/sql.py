@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -429,7 +430,7 @@ class SqlStore(Store):
             ).rowcount
         return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
 
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
         """Set scheduled posts due before ``cutoff`` to ``missed`` in one statement."""
         statement = (
             posts.update()
@@ -444,9 +445,11 @@ class SqlStore(Store):
                 last_error=missed_error(cutoff, now),
                 updated_at=now,
             )
+            .returning(posts.c.target)
         )
         with self._transaction("mark missed posts") as connection:
-            return int(connection.execute(statement).rowcount)
+            targets = connection.execute(statement).scalars().all()
+        return dict(Counter(targets))
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""
