@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from scheduler.chain import Chain
-from scheduler.metrics import MetricsRecorder
+from scheduler.metrics import FAILED, MISSED, PUBLISHED, MetricsRecorder
 from scheduler.model import Post, utc_now
 from scheduler.store.base import Store
 
@@ -58,8 +58,9 @@ def run_check(
     an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
-    burst at the rate the broker and the pool can move tasks. Missed posts
-    are counted in ``metrics`` when given.
+    burst at the rate the broker and the pool can move tasks. Posts that
+    are missed, or that the sweep fails or finds published, are counted in
+    ``metrics`` when given.
     """
     if not chain.is_current(task_id):
         logger.info(
@@ -69,8 +70,6 @@ def run_check(
 
     chain.hold_lease(task_id)
     try:
-        # NOTE: posts that the sweep fails or finds published are logged but
-        # not counted in the metrics, because the sweep returns no targets.
         swept = store.sweep_expired(utc_now(), max_attempts)
         if swept.total:
             logger.warning(
@@ -81,6 +80,9 @@ def run_check(
                 swept.failed,
                 swept.published,
             )
+            if metrics is not None:
+                metrics.count_by_target(FAILED, swept.failed_by_target)
+                metrics.count_by_target(PUBLISHED, swept.published_by_target)
         now = utc_now()
         missed = store.mark_missed(now - timedelta(seconds=missed_grace_s), now)
         if missed:
@@ -91,7 +93,7 @@ def run_check(
                 missed_grace_s,
             )
             if metrics is not None:
-                metrics.count_missed(missed)
+                metrics.count_by_target(MISSED, missed)
         claimed = _claim_and_dispatch(
             task_id,
             store,

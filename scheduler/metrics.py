@@ -130,21 +130,26 @@ class MetricsRecorder:
                 exc,
             )
 
-    def count_missed(self, missed_by_target: Mapping[str, int]) -> None:
-        """Count posts marked missed, given as a number per target."""
-        if not missed_by_target:
+    def count_by_target(self, outcome: str, counts: Mapping[str, int]) -> None:
+        """Count posts that ended in ``outcome`` without a lateness, given per target.
+
+        For posts settled in bulk by a check: marked missed, or failed or
+        found published by the lease sweep. A Redis error is logged, not raised.
+        """
+        if not counts:
             return
         pipeline = self._client.pipeline(transaction=True)
-        for target, count in missed_by_target.items():
+        for target, count in counts.items():
             pipeline.hincrby(
-                self._keys.metrics_posts, _posts_field(MISSED, target), count
+                self._keys.metrics_posts, _posts_field(outcome, target), count
             )
         try:
             pipeline.execute()
         except redis.RedisError as exc:
             logger.warning(
-                "could not count %d missed post(s) in the metrics: %s",
-                sum(missed_by_target.values()),
+                "could not count %d %s post(s) in the metrics: %s",
+                sum(counts.values()),
+                outcome,
                 exc,
             )
 
@@ -235,7 +240,7 @@ class MetricsServer:
 def _post_counters(snapshot: MetricsSnapshot) -> Iterator[CounterMetricFamily]:
     descriptions = {
         PUBLISHED: "Posts the platform accepted, by target",
-        FAILED: "Posts failed for good by a publishing task, by target",
+        FAILED: "Posts failed for good, by target",
         MISSED: "Posts overdue by more than POSTSCHED_MISSED_GRACE, by target",
         UNCONFIRMED: "Posts sent without an answer from the platform, by target",
     }

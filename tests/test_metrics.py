@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from scheduler.check import run_check
 from scheduler.cli import app as cli_app
 from scheduler.config import Settings, WebhookSettings
 from scheduler.keys import RedisKeys
@@ -225,13 +226,71 @@ def test_chain_gauge_zero_without_live_check(
     assert samples[("postsched_chain_alive", ())] == 1
 
 
+def test_check_counts_swept_posts(
+    celery_app: PostschedCelery, settings: Settings
+) -> None:
+    runtime = celery_app.runtime
+    now = utc_now()
+    expired = now - timedelta(seconds=1)
+    runtime.store.add(
+        [
+            Post(
+                id="used-up",
+                target="webhook:alerts",
+                content="x",
+                due_at=expired,
+                timezone="UTC",
+                status=PostStatus.PUBLISHING,
+                attempt_id="dead",
+                lease_until=expired,
+                attempts=3,
+            ),
+            Post(
+                id="sent-before-death",
+                target="outbox:main",
+                content="y",
+                due_at=expired,
+                timezone="UTC",
+                status=PostStatus.PUBLISHING,
+                attempt_id="dead",
+                lease_until=expired,
+                external_id="ext-1",
+                attempts=1,
+            ),
+        ]
+    )
+    task_id = runtime.chain.arm(now + timedelta(minutes=5))
+    assert task_id is not None
+
+    result = run_check(
+        task_id,
+        store=runtime.store,
+        chain=runtime.chain,
+        dispatch=lambda attempt_id, posts: None,
+        claim_batch_size=10,
+        publish_batch_size=10,
+        publish_lease_s=60,
+        max_attempts=3,
+        missed_grace_s=3600,
+        metrics=runtime.metrics,
+    )
+
+    assert result.superseded is False
+    samples = parse(
+        generate_latest(create_registry(runtime.metrics, runtime.chain)).decode()
+    )
+    assert post_counter(samples, "failed", "webhook:alerts") == 1
+    assert post_counter(samples, "published", "outbox:main") == 1
+    assert samples[("postsched_publish_lateness_seconds_count", ())] == 0
+
+
 def test_metrics_command_prints_exposition(
     celery_app: PostschedCelery, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     celery_app.runtime.metrics.count_outcome(
         "p", "outbox:main", "published", lateness_s=0.1
     )
-    celery_app.runtime.metrics.count_missed({"outbox:main": 2})
+    celery_app.runtime.metrics.count_by_target("missed", {"outbox:main": 2})
     monkeypatch.setenv("POSTSCHED_BROKER_URL", settings.broker_url or "")
     monkeypatch.setenv("POSTSCHED_RESULT_BACKEND", settings.result_backend or "")
     monkeypatch.setenv("POSTSCHED_STORE_URL", settings.resolved_store_url)

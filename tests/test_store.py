@@ -773,6 +773,29 @@ def test_sweep_fails_after_max_attempts(store: Store) -> None:
     assert "lease expired" in (failed.last_error or "")
 
 
+def test_sweep_counts_failed_per_target(store: Store) -> None:
+    now = utc_now()
+    expired = {
+        "status": PostStatus.PUBLISHING,
+        "attempt_id": "dead",
+        "lease_until": now - timedelta(seconds=1),
+        "attempts": 2,
+    }
+    store.add(
+        [
+            make_post(target="outbox:main", **expired),
+            make_post(target="outbox:main", **expired),
+            make_post(target="outbox:other", **expired),
+            make_post(target="outbox:retry", **{**expired, "attempts": 1}),
+        ]
+    )
+    result = store.sweep_expired(now, max_attempts=2)
+    assert result.failed == 3
+    assert result.failed_by_target == {"outbox:main": 2, "outbox:other": 1}
+    assert result.rescheduled == 1
+    assert result.published_by_target == {}
+
+
 def test_sweep_keeps_live_leases(store: Store) -> None:
     post = make_post()
     store.add([post])
@@ -794,6 +817,8 @@ def test_sweep_publishes_post_with_external_id(store: Store) -> None:
     store.add([post])
     result = store.sweep_expired(now, max_attempts=3)
     assert result.published == 1
+    assert result.published_by_target == {post.target: 1}
+    assert result.failed_by_target == {}
     assert store.get(post.id).status is PostStatus.PUBLISHED
 
 

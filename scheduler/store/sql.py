@@ -409,26 +409,40 @@ class SqlStore(Store):
         )
         released = {"attempt_id": None, "lease_until": None, "updated_at": now}
         with self._transaction("sweep expired leases") as connection:
-            published = connection.execute(
-                posts.update()
-                .where(expired, posts.c.external_id.is_not(None))
-                .values(status=str(PostStatus.PUBLISHED), published_at=now, **released)
-            ).rowcount
-            failed = connection.execute(
-                posts.update()
-                .where(expired, posts.c.attempts >= max_attempts)
-                .values(
-                    status=str(PostStatus.FAILED),
-                    last_error=lease_error(max_attempts),
-                    **released,
-                )
-            ).rowcount
+            published = Counter(
+                connection.execute(
+                    posts.update()
+                    .where(expired, posts.c.external_id.is_not(None))
+                    .values(
+                        status=str(PostStatus.PUBLISHED), published_at=now, **released
+                    )
+                    .returning(posts.c.target)
+                ).scalars()
+            )
+            failed = Counter(
+                connection.execute(
+                    posts.update()
+                    .where(expired, posts.c.attempts >= max_attempts)
+                    .values(
+                        status=str(PostStatus.FAILED),
+                        last_error=lease_error(max_attempts),
+                        **released,
+                    )
+                    .returning(posts.c.target)
+                ).scalars()
+            )
             rescheduled = connection.execute(
                 posts.update()
                 .where(expired)
                 .values(status=str(PostStatus.SCHEDULED), **released)
             ).rowcount
-        return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
+        return SweepResult(
+            rescheduled=rescheduled,
+            failed=failed.total(),
+            published=published.total(),
+            failed_by_target=dict(failed),
+            published_by_target=dict(published),
+        )
 
     def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
         """Set scheduled posts due before ``cutoff`` to ``missed`` in one statement."""
