@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from scheduler.chain import Chain
-from scheduler.model import utc_now
+from scheduler.metrics import FAILED, MISSED, PUBLISHED, MetricsRecorder
+from scheduler.model import Post, utc_now
 from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
 
-# Receives one batch of claimed post ids and the attempt id they were claimed under.
-Dispatch = Callable[[str, Sequence[str]], None]
+# Receives the attempt id of a claim and one batch of the posts claimed under it.
+Dispatch = Callable[[str, Sequence[Post]], None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def run_check(
     publish_lease_s: float,
     max_attempts: int,
     missed_grace_s: float,
+    metrics: MetricsRecorder | None = None,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
@@ -56,7 +58,9 @@ def run_check(
     an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
-    burst at the rate the broker and the pool can move tasks.
+    burst at the rate the broker and the pool can move tasks. Posts that
+    are missed, or that the sweep fails or finds published, are counted in
+    ``metrics`` when given.
     """
     if not chain.is_current(task_id):
         logger.info(
@@ -76,15 +80,20 @@ def run_check(
                 swept.failed,
                 swept.published,
             )
+            if metrics is not None:
+                metrics.count_by_target(FAILED, swept.failed_by_target)
+                metrics.count_by_target(PUBLISHED, swept.published_by_target)
         now = utc_now()
         missed = store.mark_missed(now - timedelta(seconds=missed_grace_s), now)
         if missed:
             logger.warning(
                 "check %s marked %d post(s) missed: overdue by more than %g s; 'postsched list --status missed' lists them",
                 task_id,
-                missed,
+                sum(missed.values()),
                 missed_grace_s,
             )
+            if metrics is not None:
+                metrics.count_by_target(MISSED, missed)
         claimed = _claim_and_dispatch(
             task_id,
             store,
@@ -116,13 +125,12 @@ def _claim_and_dispatch(
         posts = store.claim_due(
             now, claim_batch_size, attempt_id, now + timedelta(seconds=publish_lease_s)
         )
-        ids = [post.id for post in posts]
-        for start in range(0, len(ids), publish_batch_size):
+        for start in range(0, len(posts), publish_batch_size):
             # NOTE: a dispatch that fails leaves its posts in ``publishing``
             # until their lease runs out.
-            dispatch(attempt_id, ids[start : start + publish_batch_size])
-        claimed += len(ids)
-        if len(ids) < claim_batch_size:
+            dispatch(attempt_id, posts[start : start + publish_batch_size])
+        claimed += len(posts)
+        if len(posts) < claim_batch_size:
             break
         chain.hold_lease(task_id)
     if claimed:

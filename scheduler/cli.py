@@ -1,8 +1,8 @@
 """The ``postsched`` command line.
 
-Exit codes: 0 success; 1 the command ran but its job failed (a post of ``run``
-was not published, or was published twice); 2 invalid input or settings;
-3 the store or the broker could not be reached.
+Exit codes are listed in EXIT_CODES_HELP, shown by ``postsched --help``.
+With ``--json``, standard output contains only JSON: one object, or for
+``list`` one object per line. Messages and errors go to standard error.
 """
 
 from __future__ import annotations
@@ -12,17 +12,27 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import kombu.exceptions
 import redis
 import typer
+from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from scheduler.config import load_settings
-from scheduler.csv_import import CsvFileError
+from scheduler.csv_import import CsvFileError, ImportReport
 from scheduler.errors import (
     ConfigError,
     ImportFileError,
@@ -32,7 +42,7 @@ from scheduler.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from scheduler.model import Post, PostStatus, post_to_dict, utc_now
+from scheduler.model import Attempt, Post, PostStatus, post_to_dict, utc_now
 
 if TYPE_CHECKING:
     from scheduler.service import PostService
@@ -42,11 +52,28 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; "
+    f"{EXIT_FAILED} the job failed (a post of 'run' was not published, or was "
+    "published twice; for 'status', posts are overdue and no live check exists); "
+    f"{EXIT_INVALID} invalid input or settings, and nothing was changed; "
+    f"{EXIT_UNAVAILABLE} the store or Redis could not be reached."
+)
 
 DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "schedule.csv"
+# Below this width, the table of `list` leaves out the content column, so
+# that the full ids stay on one line.
+MIN_WIDTH_FOR_CONTENT = 100
+# Files smaller than this import without a progress bar.
+PROGRESS_MIN_BYTES = 1_000_000
+JSON_HELP = "Print JSON to standard output instead of text."
+# Outcomes of `reconcile` for an unconfirmed post, named as PostService.reconcile names them.
+RECONCILE_OUTCOMES = ("published", "sent again", "left unconfirmed")
 
 app = typer.Typer(
-    help="Publish scheduled posts at the moment they are due.", no_args_is_help=True
+    help="Publish scheduled posts at the moment they are due.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
 )
 console = Console()
 error_console = Console(stderr=True)
@@ -237,11 +264,12 @@ def retry(
     post_id: Annotated[
         str, typer.Argument(help="Id of a failed, unconfirmed or missed post.")
     ],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Publish a failed, unconfirmed or missed post again, now."""
     with _errors_as_exit_codes():
         post = _service().retry(post_id)
-    console.print(f"post {post.id} will be published again now")
+    _print_post(post, as_json, f"post {post.id} will be published again now")
 
 
 @app.command("mark-published")
@@ -250,18 +278,29 @@ def mark_published(
         str, typer.Argument(help="Id of an unconfirmed or failed post.")
     ],
     url: Annotated[str, typer.Option(help="Where the post is on the platform.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Record that a post is out, after checking the platform by hand."""
     with _errors_as_exit_codes():
         post = _service().mark_published(post_id, url)
-    console.print(f"post {post.id} marked published at {url}")
+    _print_post(post, as_json, f"post {post.id} marked published at {url}")
 
 
 @app.command()
-def reconcile() -> None:
+def reconcile(
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
     """Look unconfirmed posts up on their platforms and settle those found or missing."""
     with _errors_as_exit_codes():
         outcomes = _service().reconcile()
+    if as_json:
+        # Snake-case keys, every one present, so scripts need no default.
+        counts = {
+            outcome.replace(" ", "_"): outcomes.get(outcome, 0)
+            for outcome in RECONCILE_OUTCOMES
+        }
+        print(json.dumps(counts))
+        return
     if not outcomes:
         console.print("no unconfirmed posts")
     for outcome, count in sorted(outcomes.items()):
@@ -271,9 +310,7 @@ def reconcile() -> None:
 @app.command()
 def show(
     post_id: Annotated[str, typer.Argument(help="Id of a post.")],
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of tables.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Show a post and the history of its attempts."""
     with _errors_as_exit_codes():
@@ -287,21 +324,33 @@ def show(
         print(json.dumps(payload))
         return
     fields = Table(show_header=False, box=None)
+    fields.add_column(style="bold", no_wrap=True)
+    fields.add_column(overflow="fold")
     for name, value in post_to_dict(post).items():
         fields.add_row(name, "" if value is None else str(value))
     console.print(fields)
-    history = Table(
-        "started (UTC)", "duration", "worker", "outcome", "error", title="attempts"
-    )
+    if attempts:
+        console.print(_attempts_table(attempts))
+    else:
+        console.print("no attempts yet")
+
+
+def _attempts_table(attempts: list[Attempt]) -> Table:
+    history = Table(title="attempts", box=box.SIMPLE_HEAD, pad_edge=False)
+    history.add_column("started (UTC)", no_wrap=True)
+    history.add_column("duration", no_wrap=True, justify="right")
+    history.add_column("worker", overflow="fold")
+    history.add_column("outcome", no_wrap=True)
+    history.add_column("error", overflow="fold")
     for attempt in attempts:
         history.add_row(
-            attempt.started_at.isoformat(timespec="milliseconds"),
+            _short_time(attempt.started_at, seconds=True),
             f"{attempt.duration_ms:.0f} ms",
             attempt.worker,
             attempt.outcome,
             attempt.error or "",
         )
-    console.print(history)
+    return history
 
 
 def _print_post(post: Post, as_json: bool, message: str) -> None:
@@ -331,9 +380,15 @@ def import_(
     skip_invalid: Annotated[
         bool, typer.Option(help="Import the valid rows and report the invalid ones.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Import a CSV file of posts, all of them or none."""
-    with _errors_as_exit_codes():
+    """Import a CSV file of posts, all of them or none.
+
+    A progress bar is shown on standard error for files of 1 MB or more
+    when standard error is a terminal, and never with --json.
+    """
+    show_progress = not as_json and error_console.is_terminal
+    with _errors_as_exit_codes(), _import_progress(path, show_progress) as progress:
         service = _service()
         report = service.import_csv(
             path,
@@ -341,13 +396,73 @@ def import_(
             target=target,
             date_format=date_format.value,
             tz=tz,
+            progress=progress,
         )
     _warn_if_not_woken(service)
+    if as_json:
+        print(json.dumps(_import_report_to_dict(report)))
+        return
     for error in report.errors:
         error_console.print(f"skipped {error}", highlight=False)
     console.print(
-        f"imported {len(report.posts)} post(s) from {path}, skipped {len(report.errors)} invalid row(s)"
+        f"imported {len(report.posts)} post(s) from {path}, skipped {len(report.errors)} invalid row(s)",
+        highlight=False,
     )
+
+
+def _import_report_to_dict(report: ImportReport) -> dict[str, object]:
+    return {
+        "path": report.path,
+        "imported": len(report.posts),
+        "ids": [post.id for post in report.posts],
+        "skipped": [
+            {"line": error.line, "reason": error.reason} for error in report.errors
+        ],
+    }
+
+
+class _ImportProgressBar:
+    """Rich progress bar of an import: bytes parsed, then the store write."""
+
+    def __init__(self, progress: Progress, file_size: int) -> None:
+        self._progress = progress
+        self._file_size = file_size
+        self._parse_task: TaskID = progress.add_task(
+            "validating", total=file_size, lines=0
+        )
+        self._store_task: TaskID | None = None
+
+    def lines_read(self, lines: int, bytes_read: int) -> None:
+        """Advance the bar to ``bytes_read``."""
+        self._progress.update(self._parse_task, completed=bytes_read, lines=lines)
+
+    def storing(self, posts: int) -> None:
+        """Show a pulsing bar while the store writes ``posts`` posts in one transaction."""
+        self._progress.update(self._parse_task, completed=self._progress.tasks[0].total)
+        self._store_task = self._progress.add_task(
+            f"storing {posts:,} posts", total=None, lines=posts
+        )
+
+
+@contextmanager
+def _import_progress(path: Path, enabled: bool) -> Iterator[_ImportProgressBar | None]:
+    try:
+        file_size = path.stat().st_size
+    except OSError:
+        # The import itself reports the unreadable file.
+        file_size = 0
+    if not enabled or file_size < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[lines]:,} lines"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=error_console, transient=True) as progress:
+        yield _ImportProgressBar(progress, file_size)
 
 
 @app.command("list")
@@ -362,7 +477,8 @@ def list_(
         int, typer.Option(min=1, help="Maximum number of posts shown.")
     ] = 100,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON lines instead of a table.")
+        bool,
+        typer.Option("--json", help="Print one JSON object per post and line."),
     ] = False,
 ) -> None:
     """List posts, earliest due first."""
@@ -376,30 +492,48 @@ def list_(
         for post in posts:
             print(json.dumps(post_to_dict(post)))
         return
-    table = Table("id", "due (UTC)", "status", "target", "content")
+    console.print(
+        _posts_table(posts, with_content=console.width >= MIN_WIDTH_FOR_CONTENT)
+    )
+
+
+def _posts_table(posts: list[Post], with_content: bool) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("due (UTC)", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("target", overflow="fold")
+    if with_content:
+        # Wraps before the target does, because Rich narrows the widest wrapping column first.
+        table.add_column("content")
+    else:
+        table.caption = "content: 'postsched show ID', or a wider terminal"
     for post in posts:
-        table.add_row(
-            post.id,
-            post.due_at.isoformat(timespec="milliseconds"),
-            post.status,
-            post.target,
-            _clip(post.content),
-        )
-    console.print(table)
+        row = [post.id, _short_time(post.due_at), str(post.status), post.target]
+        if with_content:
+            row.append(_clip(post.content))
+        table.add_row(*row)
+    return table
+
+
+def _short_time(moment: datetime, seconds: bool = False) -> str:
+    """Format a UTC time for a table: date and minutes, or seconds too."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 @app.command()
 def cancel(
     post_id: Annotated[str, typer.Argument(help="Id of a scheduled post.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Cancel a scheduled post."""
     with _errors_as_exit_codes():
         store = load_settings().open_store()
         try:
-            store.cancel(post_id, utc_now())
+            post = store.cancel(post_id, utc_now())
         finally:
             store.close()
-    console.print(f"cancelled post {post_id}")
+    _print_post(post, as_json, f"cancelled post {post_id}")
 
 
 @app.command()
@@ -423,6 +557,21 @@ def status(
         _print_status(report)
     if not report.healthy:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def metrics() -> None:
+    """Print the Prometheus metrics: post counters, lateness and the chain gauge."""
+    from prometheus_client import generate_latest
+
+    from scheduler.metrics import create_registry
+
+    with _errors_as_exit_codes():
+        runtime = _runtime()
+        exposition = generate_latest(
+            create_registry(runtime.metrics, runtime.chain)
+        ).decode()
+    print(exposition, end="")
 
 
 @app.command()

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     mongo_write_concern: str = Field(
         default="majority", alias="POSTSCHED_MONGO_WRITE_CONCERN"
     )
+    # The worker serves the Prometheus metrics on this port when it is set.
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, alias="POSTSCHED_METRICS_PORT"
+    )
+    metrics_host: str = Field(default="127.0.0.1", alias="POSTSCHED_METRICS_HOST")
 
     @field_validator("key_prefix")
     @classmethod

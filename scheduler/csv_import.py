@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from scheduler.errors import ImportFileError, PostschedError, RowError, ValidationError
 from scheduler.model import Post, TargetRules, new_post
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 MAX_ROWS = 1_000_000
 MAX_LOGGED_ERRORS = 20
+# Lines read between two progress reports.
+PROGRESS_EVERY_LINES = 1000
 DEFAULT_TARGET = "outbox:main"
 DEFAULT_DATE_FORMAT = "ymd"
 UTF8_BOM = "\ufeff"
@@ -56,6 +58,16 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 class CsvFileError(PostschedError):
     """Raised when a CSV file cannot be read as a whole, so no row is imported."""
+
+
+class ImportProgress(Protocol):
+    """Receiver of progress reports during an import, such as a progress bar."""
+
+    def lines_read(self, lines: int, bytes_read: int) -> None:
+        """Report the lines, and their bytes, read from the file so far."""
+
+    def storing(self, posts: int) -> None:
+        """Report that parsing ended and ``posts`` posts are being stored."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ def parse_csv(
     tz: str | None = None,
     target: str = DEFAULT_TARGET,
     now: datetime | None = None,
+    progress: ImportProgress | None = None,
 ) -> ParseResult:
     """Parse the rows of a CSV file into validated posts.
 
@@ -96,6 +109,8 @@ def parse_csv(
     becomes a RowError with its 1-based line number. Fully blank lines are
     skipped. Raises CsvFileError when the file cannot be read, or has more
     than MAX_ROWS rows, and ValidationError for an unknown ``date_format``.
+    ``progress``, when given, receives the lines read every
+    PROGRESS_EVERY_LINES lines and at the end.
     """
     if date_format not in DATE_PATTERNS:
         raise ValidationError(
@@ -109,10 +124,10 @@ def parse_csv(
             with open(
                 source, encoding="utf-8", errors="surrogateescape", newline=""
             ) as stream:
-                return _parse_lines(stream, name, builder)
+                return _parse_lines(stream, name, builder, progress)
         except OSError as exc:
             raise CsvFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    return _parse_lines(source, getattr(source, "name", "<stream>"), builder)
+    return _parse_lines(source, getattr(source, "name", "<stream>"), builder, progress)
 
 
 def import_file(
@@ -125,6 +140,7 @@ def import_file(
     tz: str | None = None,
     target: str = DEFAULT_TARGET,
     now: datetime | None = None,
+    progress: ImportProgress | None = None,
 ) -> ImportReport:
     """Parse the CSV file at ``path`` and add its posts to ``store`` in one call.
 
@@ -132,15 +148,24 @@ def import_file(
     unless ``skip_invalid`` is set: then the valid rows are added and the
     invalid ones are returned in the report. The store adds all posts or
     none of them. ``store.add`` is not called when no row is valid.
+    ``progress`` receives the lines read, then the number of posts stored.
     """
     name = os.fspath(path)
     result = parse_csv(
-        path, rules=rules, date_format=date_format, tz=tz, target=target, now=now
+        path,
+        rules=rules,
+        date_format=date_format,
+        tz=tz,
+        target=target,
+        now=now,
+        progress=progress,
     )
     if result.errors and not skip_invalid:
         raise ImportFileError(name, result.errors)
 
     if result.posts:
+        if progress is not None:
+            progress.storing(len(result.posts))
         store.add(result.posts)
     for error in result.errors[:MAX_LOGGED_ERRORS]:
         logger.info("skipped an invalid row of %s: %s", name, error)
@@ -191,15 +216,19 @@ class _TrackedLines:
 
     ``invalid_bytes`` maps a 1-based line number to the byte offset, in the
     file, of the first invalid byte on that line. A UTF-8 BOM at the start
-    of the file is dropped.
+    of the file is dropped. ``progress`` gets the lines and bytes read so far.
     """
 
-    def __init__(self, lines: Iterable[str]) -> None:
+    def __init__(
+        self, lines: Iterable[str], progress: ImportProgress | None = None
+    ) -> None:
         self._lines = lines
+        self._progress = progress
         self.invalid_bytes: dict[int, int] = {}
 
     def __iter__(self) -> Iterator[str]:
         byte_offset = 0
+        number = 0
         for number, line in enumerate(self._lines, start=1):
             match = _ESCAPED_BYTE.search(line)
             if match is not None:
@@ -207,9 +236,13 @@ class _TrackedLines:
                     line[: match.start()]
                 )
             byte_offset += _utf8_length(line)
+            if self._progress is not None and number % PROGRESS_EVERY_LINES == 0:
+                self._progress.lines_read(number, byte_offset)
             if number == 1 and line.startswith(UTF8_BOM):
                 line = line[len(UTF8_BOM) :]
             yield line
+        if self._progress is not None:
+            self._progress.lines_read(number, byte_offset)
 
     def first_invalid_byte(self, first_line: int, last_line: int) -> int | None:
         """Return the offset of the first invalid byte in the lines, or None."""
@@ -292,14 +325,19 @@ class _PostBuilder:
         )
 
 
-def _parse_lines(lines: Iterable[str], name: str, builder: _PostBuilder) -> ParseResult:
+def _parse_lines(
+    lines: Iterable[str],
+    name: str,
+    builder: _PostBuilder,
+    progress: ImportProgress | None = None,
+) -> ParseResult:
     posts: list[Post] = []
     errors: list[RowError] = []
     columns: list[str] | None = None
     first_row = True
     data_rows = 0
 
-    for record in _read_records(lines, name):
+    for record in _read_records(lines, name, progress):
         if record.problem is not None:
             errors.append(RowError(record.line, record.problem))
             continue
@@ -341,9 +379,11 @@ def _build_post(
     return builder.header_post(columns, record.cells)
 
 
-def _read_records(lines: Iterable[str], name: str) -> Iterator[_Record]:
+def _read_records(
+    lines: Iterable[str], name: str, progress: ImportProgress | None = None
+) -> Iterator[_Record]:
     """Yield the CSV records of ``lines`` with the line each one starts on."""
-    tracked = _TrackedLines(lines)
+    tracked = _TrackedLines(lines, progress)
     reader = csv.reader(tracked, strict=True)
     last_line = 0
     while True:

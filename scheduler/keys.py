@@ -31,3 +31,13 @@ class RedisKeys:
     def check_lease(self, task_id: str) -> str:
         """String key that exists, with an expiry, while check ``task_id`` runs."""
         return f"{self.prefix}:lease:{task_id}"
+
+    @property
+    def metrics_posts(self) -> str:
+        """Hash of post counts for the metrics: field ``OUTCOME|TARGET``, no expiry."""
+        return f"{self.prefix}:metrics:posts"
+
+    @property
+    def metrics_lateness(self) -> str:
+        """Hash of the lateness histogram: one field per bucket bound and ``sum``, no expiry."""
+        return f"{self.prefix}:metrics:lateness"

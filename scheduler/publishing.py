@@ -25,6 +25,7 @@ from scheduler.errors import (
     UnknownOutcomeError,
     ValidationError,
 )
+from scheduler.metrics import MetricsRecorder
 from scheduler.model import Attempt, Post, utc_now
 from scheduler.publishers import Publishers
 from scheduler.publishers.base import Publisher, PublishResult
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 MAX_RETRY_AFTER_S = 86_400.0
 # Waits before retrying to record a post the platform already accepted.
 RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+# Outcome name, its error, the retry time and the time the platform accepted the post.
+AttemptOutcome = tuple[str, str | None, datetime | None, datetime | None]
 
 
 @dataclass(frozen=True)
@@ -69,18 +73,22 @@ def publish_claimed(
     *,
     policy: RetryPolicy | None = None,
     wake: Callable[[datetime], object] | None = None,
+    metrics: MetricsRecorder | None = None,
 ) -> dict[str, int]:
     """Publish each post of ``post_ids`` that is still claimed under ``attempt_id``.
 
     A post in another status, or claimed under another attempt, is skipped: a
     redelivered task message must not publish a post twice. ``wake`` is
-    called with the new due time of each post sent back for a retry. Returns
-    how many posts ended in each outcome.
+    called with the new due time of each post sent back for a retry. Each
+    outcome, and the lateness of each published post, is counted in
+    ``metrics`` when given. Returns how many posts ended in each outcome.
     """
     policy = policy or RetryPolicy()
     outcomes: Counter[str] = Counter()
     for post_id in post_ids:
-        outcome, retry_at = _publish_one(store, publishers, attempt_id, post_id, policy)
+        outcome, retry_at = _publish_one(
+            store, publishers, attempt_id, post_id, policy, metrics
+        )
         outcomes[outcome] += 1
         if retry_at is not None and wake is not None:
             wake(retry_at)
@@ -93,6 +101,7 @@ def _publish_one(
     attempt_id: str,
     post_id: str,
     policy: RetryPolicy,
+    metrics: MetricsRecorder | None,
 ) -> tuple[str, datetime | None]:
     started_at = utc_now()
     started = time.perf_counter()
@@ -105,7 +114,14 @@ def _publish_one(
         )
         return "skipped", None
 
-    outcome, error, retry_at = _attempt(store, publishers, post, attempt_id, policy)
+    outcome, error, retry_at, published_at = _attempt(
+        store, publishers, post, attempt_id, policy
+    )
+    if metrics is not None:
+        lateness_s = None
+        if published_at is not None:
+            lateness_s = (published_at - post.due_at).total_seconds()
+        metrics.count_outcome(post.id, post.target, outcome, lateness_s)
     attempt = Attempt(
         post_id=post_id,
         attempt_id=attempt_id,
@@ -130,8 +146,12 @@ def _attempt(
     post: Post,
     attempt_id: str,
     policy: RetryPolicy,
-) -> tuple[str, str | None, datetime | None]:
-    """Publish ``post`` once; return the outcome, its error and any retry time."""
+) -> AttemptOutcome:
+    """Publish ``post`` once.
+
+    Returns the outcome, its error, the retry time of a post sent back for a
+    retry, and the time the platform accepted a published post.
+    """
     try:
         publisher = publishers.for_target(post.target)
         if post.deliveries > 1:
@@ -144,24 +164,24 @@ def _attempt(
             "post %s to %s has an unknown outcome: %s", post.id, post.target, exc
         )
         store.mark_unconfirmed(post.id, attempt_id, str(exc), utc_now())
-        return "unconfirmed", str(exc), None
+        return "unconfirmed", str(exc), None, None
     except TransientPublishError as exc:
         account_limit = publishers.for_target(post.target).max_attempts(post.account)
         limit = account_limit or policy.max_attempts
         outcome, retry_at = _retry_or_fail(store, post, attempt_id, exc, policy, limit)
-        return outcome, str(exc), retry_at
+        return outcome, str(exc), retry_at, None
     except (PublishError, ValidationError) as exc:
         logger.warning("post %s to %s failed for good: %s", post.id, post.target, exc)
         store.mark_failed(post.id, attempt_id, str(exc), utc_now())
-        return "failed", str(exc), None
+        return "failed", str(exc), None, None
 
     _record_published(store, post, attempt_id, result)
-    return "published", None, None
+    return "published", None, None, result.published_at
 
 
 def _settle_interrupted(
     store: Store, publisher: Publisher, post: Post, attempt_id: str, policy: RetryPolicy
-) -> tuple[str, str | None, datetime | None] | None:
+) -> AttemptOutcome | None:
     """Settle a post whose earlier delivery stopped mid-way, before sending it again.
 
     The worker died while publishing it, so the platform may have it. Returns
@@ -176,7 +196,7 @@ def _settle_interrupted(
         )
         logger.error("post %s to %s: %s", post.id, post.target, error)
         store.mark_failed(post.id, attempt_id, error, utc_now())
-        return "failed", error, None
+        return "failed", error, None, None
     try:
         found = publisher.find(post)
     except NotImplementedError:
@@ -186,7 +206,7 @@ def _settle_interrupted(
         )
         logger.error("post %s to %s: %s", post.id, post.target, error)
         store.mark_unconfirmed(post.id, attempt_id, error, utc_now())
-        return "unconfirmed", error, None
+        return "unconfirmed", error, None, None
     if found is None:
         logger.info(
             "post %s was interrupted before %s got it; sending it again",
@@ -201,7 +221,7 @@ def _settle_interrupted(
         found.external_id,
     )
     _record_published(store, post, attempt_id, found)
-    return "published", None, None
+    return "published", None, None, found.published_at
 
 
 def _retry_or_fail(

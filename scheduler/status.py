@@ -37,9 +37,9 @@ class StatusReport:
         """Whether a recorded check is waiting for its ETA, running, or only just late."""
         if self.check is None:
             return False
-        if self.check_lease_live:
-            return True
-        return (self.now - self.check.eta).total_seconds() <= self.lost_grace_s
+        return is_check_alive(
+            self.check, self.check_lease_live, self.now, self.lost_grace_s
+        )
 
     @property
     def healthy(self) -> bool:
@@ -70,6 +70,15 @@ class StatusReport:
             "oldest_overdue_s": round(self.oldest_overdue_s, 3),
             "counts": {str(status): count for status, count in self.counts.items()},
         }
+
+
+def is_check_alive(
+    record: CheckRecord, lease_live: bool, now: datetime, lost_grace_s: float
+) -> bool:
+    """Return whether the recorded check runs, or is at most ``lost_grace_s`` past its ETA."""
+    if lease_live:
+        return True
+    return (now - record.eta).total_seconds() <= lost_grace_s
 
 
 def read_status(store: Store, chain: Chain, now: datetime) -> StatusReport:

@@ -19,11 +19,14 @@ from scheduler.config import Settings, load_settings
 from scheduler.embedded import EmbeddedRedis
 from scheduler.errors import PostschedError
 from scheduler.keys import CHECK_QUEUE, CHECK_TASK_NAME, RedisKeys
+from scheduler.metrics import MetricsRecorder
 from scheduler.publishers import Publishers
 from scheduler.service import PostService
 from scheduler.store.base import Store
 from scheduler.urls import is_redis_url, redis_py_url
 from tasks.definitions import register_tasks
+from tasks.metrics_endpoint import MetricsEndpoint
+from tasks.reprs import check_argsrepr
 from tasks.watchdog import ChainWatchdog
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,11 @@ class Runtime:
         )
 
     @cached_property
+    def metrics(self) -> MetricsRecorder:
+        """Counts of publishing outcomes, in the Redis of the check chain."""
+        return MetricsRecorder(self.redis, RedisKeys(self.settings.key_prefix))
+
+    @cached_property
     def service(self) -> PostService:
         """Scheduling, listing and cancelling posts."""
         return PostService(self.store, self.publishers, self.chain)
@@ -109,6 +117,7 @@ class Runtime:
                 self.__dict__.pop(name).close()
         self.__dict__.pop("chain", None)
         self.__dict__.pop("service", None)
+        self.__dict__.pop("metrics", None)
 
 
 class CeleryCheckTasks:
@@ -122,7 +131,12 @@ class CeleryCheckTasks:
     ) -> None:
         """Send check ``task_id`` to run in ``countdown_s`` seconds."""
         self.app.send_task(
-            CHECK_TASK_NAME, task_id=task_id, countdown=countdown_s, queue=CHECK_QUEUE
+            CHECK_TASK_NAME,
+            task_id=task_id,
+            countdown=countdown_s,
+            queue=CHECK_QUEUE,
+            argsrepr=check_argsrepr(due_at),
+            kwargsrepr="{}",
         )
         reason = (
             f"for the post due at {due_at.isoformat()}"
@@ -178,6 +192,7 @@ def create_app(
 
     register_tasks(app)
     app.steps["consumer"].add(ChainWatchdog)
+    app.steps["worker"].add(MetricsEndpoint)
     worker_process_init.connect(_warm_up_handler(app), weak=False)
     return app
 

@@ -15,8 +15,9 @@ from scheduler.api import PAYLOADS, handle
 from scheduler.check import run_check
 from scheduler.errors import StoreUnavailableError
 from scheduler.keys import CHECK_TASK_NAME, PUBLISH_QUEUE, PUBLISH_TASK_NAME
-from scheduler.model import utc_now
+from scheduler.model import Post, utc_now
 from scheduler.publishing import RetryPolicy, publish_claimed
+from tasks.reprs import ApiRequest, publish_argsrepr
 
 if TYPE_CHECKING:
     from tasks.app import PostschedCelery
@@ -98,12 +99,13 @@ def register_tasks(app: PostschedCelery) -> None:
     def check_due_posts(self: Task) -> dict[str, object]:
         runtime = app.runtime
 
-        def dispatch(attempt_id: str, post_ids: Sequence[str]) -> None:
+        def dispatch(attempt_id: str, posts: Sequence[Post]) -> None:
             app.send_task(
                 PUBLISH_TASK_NAME,
-                args=[attempt_id, list(post_ids)],
+                args=[attempt_id, [post.id for post in posts]],
                 queue=PUBLISH_QUEUE,
-                argsrepr=f"({len(post_ids)} post(s): {', '.join(post_ids[:3])}{', ...' if len(post_ids) > 3 else ''})",
+                argsrepr=publish_argsrepr(posts),
+                kwargsrepr="{}",
             )
 
         result = run_check(
@@ -116,6 +118,7 @@ def register_tasks(app: PostschedCelery) -> None:
             publish_lease_s=settings.publish_lease_s,
             max_attempts=settings.max_attempts,
             missed_grace_s=settings.missed_grace_s,
+            metrics=runtime.metrics,
         )
         return result.as_dict()
 
@@ -143,6 +146,7 @@ def register_tasks(app: PostschedCelery) -> None:
                 settings.max_deliveries,
             ),
             wake=lambda due_at: runtime.chain.wake(due_at, utc_now()),
+            metrics=runtime.metrics,
         )
 
     for name in PAYLOADS:
@@ -154,4 +158,5 @@ def _register_api_task(app: PostschedCelery, name: str) -> None:
         return handle(name, payload, app.runtime.service)
 
     api_task.__name__ = name.rpartition(".")[2]
-    app.task(name=name, shared=False)(api_task)
+    # ApiRequest keeps the post's content out of the task-received event.
+    app.task(name=name, shared=False, Request=ApiRequest)(api_task)

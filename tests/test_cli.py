@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -11,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scheduler.cli import EXIT_FAILED, EXIT_INVALID, app
+from scheduler.cli import EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, app
 from scheduler.config import Settings
 from scheduler.model import Post, PostStatus, truncate_to_ms, utc_now
 from scheduler.store.sql import SqlStore
@@ -215,3 +220,291 @@ def test_schedule_starts_no_embedded_redis(
     assert code == 0, output
     assert not (data_dir / "redis.sock").exists()
     assert len(store.list_posts()) == 1
+
+
+# Rows of about 90 bytes, so the file passes the 1 MB above which a progress bar is shown.
+PROGRESS_ROWS = 15_000
+
+POST_KEYS = {
+    "id",
+    "target",
+    "content",
+    "link",
+    "due_at",
+    "timezone",
+    "status",
+    "attempts",
+    "deliveries",
+    "last_error",
+    "published_at",
+    "external_id",
+    "attempt_id",
+    "lease_until",
+    "created_at",
+    "updated_at",
+}
+
+
+def write_bulk_csv(path: Path, rows: int) -> None:
+    start = utc_now() + timedelta(days=1)
+    lines = [
+        f"{(start + timedelta(minutes=index)).strftime('%Y-%m-%d %H:%M')},"
+        f"Post number {index}: doors open at six and talks start at seven\n"
+        for index in range(rows)
+    ]
+    path.write_text("".join(lines))
+
+
+def test_help_lists_exit_codes() -> None:
+    code, output = invoke("--help")
+    flat = " ".join(output.split())
+    assert code == 0
+    assert "Exit codes: 0 success; 1 the job failed" in flat
+    assert "2 invalid input or settings" in flat
+    assert "3 the store or Redis could not be reached" in flat
+
+
+def test_list_json_has_stable_keys(store: SqlStore) -> None:
+    first = schedule_json("first", "--at", future(10))
+    second = schedule_json("second", "--at", future(20), "--target", "outbox:other")
+    code, output = invoke("list", "--json")
+    listed = [json.loads(line) for line in output.splitlines()]
+    assert code == 0
+    assert [item["id"] for item in listed] == [first["id"], second["id"]]
+    for item in listed:
+        assert set(item) == POST_KEYS
+        assert datetime.fromisoformat(item["due_at"]).utcoffset() == timedelta(0)
+        assert datetime.fromisoformat(item["created_at"]).utcoffset() == timedelta(0)
+
+
+def test_list_json_empty_prints_nothing(store: SqlStore) -> None:
+    code, output = invoke("list", "--json")
+    assert code == 0
+    assert output == ""
+
+
+def test_list_table_fits_80_columns(store: SqlStore) -> None:
+    posts = [
+        schedule_json("a long text " * 10, "--at", future(), "--target", target)
+        for target in ("outbox:main", "outbox:main-announcements")
+    ]
+    code, output = invoke("list")
+    assert code == 0
+    assert max(len(line) for line in output.splitlines()) <= 80
+    for post in posts:
+        assert str(post["id"]) in output
+    assert "a long text" not in output
+    assert "postsched show ID" in output
+
+
+def test_list_table_wide_shows_content(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler import cli
+
+    monkeypatch.setattr(cli.console, "width", 140)
+    post = schedule_json("Doors open at six", "--at", future())
+    code, output = invoke("list")
+    assert code == 0
+    assert max(len(line) for line in output.splitlines()) <= 140
+    assert str(post["id"]) in output
+    assert "Doors open at six" in output
+
+
+def test_status_json_keys(store: SqlStore) -> None:
+    schedule_json("soon", "--at", future())
+    code, output = invoke("status", "--json")
+    report = json.loads(output)
+    assert code == 0
+    assert set(report) == {
+        "healthy",
+        "check",
+        "check_alive",
+        "next_post",
+        "oldest_overdue_s",
+        "counts",
+    }
+    assert report["counts"] == {"scheduled": 1}
+    assert set(report["next_post"]) == {"id", "due_at"}
+    assert set(report["check"]) == {"task_id", "eta", "state", "lease_live"}
+    assert datetime.fromisoformat(report["check"]["eta"]).utcoffset() == timedelta(0)
+
+
+def test_import_json_report(store: SqlStore, tmp_path: Path) -> None:
+    csv_file = tmp_path / "posts.csv"
+    csv_file.write_text(
+        "2030-01-01 10:00,good\n2030-02-30 10:00,impossible date\n2030-01-02 10:00,fine\n"
+    )
+    code, output = invoke(
+        "import", str(csv_file), "--tz", "UTC", "--skip-invalid", "--json"
+    )
+    report = json.loads(output)
+    assert code == 0
+    assert set(report) == {"path", "imported", "ids", "skipped"}
+    assert report["imported"] == 2
+    assert sorted(report["ids"]) == sorted(post.id for post in store.list_posts())
+    assert len(report["skipped"]) == 1
+    assert report["skipped"][0]["line"] == 2
+    assert "2030-02-30" in report["skipped"][0]["reason"]
+
+
+def test_reconcile_json_counts_all_outcomes(store: SqlStore) -> None:
+    code, output = invoke("reconcile", "--json")
+    assert code == 0
+    assert json.loads(output) == {
+        "published": 0,
+        "sent_again": 0,
+        "left_unconfirmed": 0,
+    }
+
+
+def test_cancel_json_prints_post(store: SqlStore) -> None:
+    post = schedule_json("to cancel", "--at", future())
+    code, output = invoke("cancel", str(post["id"]), "--json")
+    cancelled = json.loads(output)
+    assert code == 0
+    assert set(cancelled) == POST_KEYS
+    assert cancelled["status"] == "cancelled"
+
+
+def test_retry_and_mark_published_json(store: SqlStore) -> None:
+    now = utc_now()
+    for post_id, status in (
+        ("lost", PostStatus.UNCONFIRMED),
+        ("gone", PostStatus.FAILED),
+    ):
+        store.add(
+            [
+                Post(
+                    id=post_id,
+                    target="outbox:main",
+                    content="x",
+                    due_at=now,
+                    timezone="UTC",
+                    status=status,
+                )
+            ]
+        )
+    code, output = invoke(
+        "mark-published", "lost", "--url", "https://social.example.org/@me/1", "--json"
+    )
+    assert code == 0, output
+    assert json.loads(output)["status"] == "published"
+    code, output = invoke("retry", "gone", "--json")
+    assert code == 0, output
+    assert json.loads(output)["status"] == "scheduled"
+
+
+def test_unreachable_store_exits_3(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSCHED_STORE_URL", "postgresql://postgres@127.0.0.1:1/test")
+    monkeypatch.setenv("POSTSCHED_STORE_CONNECT_TIMEOUT", "1")
+    code, output = invoke("list", "--json")
+    assert code == EXIT_UNAVAILABLE
+    assert "127.0.0.1:1" in output
+
+
+def test_unreachable_redis_exits_3(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSCHED_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("POSTSCHED_RESULT_BACKEND", "redis://127.0.0.1:1/0")
+    code, output = invoke("status", "--json")
+    assert code == EXIT_UNAVAILABLE
+    assert "cannot reach Redis" in output
+
+
+def test_invalid_setting_exits_2(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSCHED_MAX_ATTEMPTS", "zero")
+    code, output = invoke("list")
+    assert code == EXIT_INVALID
+    assert "POSTSCHED_MAX_ATTEMPTS" in output
+
+
+def test_import_without_tty_has_no_progress(store: SqlStore, tmp_path: Path) -> None:
+    csv_file = tmp_path / "big.csv"
+    write_bulk_csv(csv_file, PROGRESS_ROWS)
+    code, output = invoke("import", str(csv_file), "--tz", "UTC")
+    assert code == 0, output
+    assert "validating" not in output
+    assert f"imported {PROGRESS_ROWS} post(s)" in output
+
+
+def tty_env(settings: Settings) -> dict[str, str]:
+    """Return the environment of a subprocess on the test settings and a terminal."""
+    return dict(
+        os.environ,
+        POSTSCHED_BROKER_URL=settings.broker_url or "",
+        POSTSCHED_RESULT_BACKEND=settings.result_backend or "",
+        POSTSCHED_STORE_URL=settings.resolved_store_url,
+        POSTSCHED_KEY_PREFIX=settings.key_prefix,
+        TERM="xterm",
+    )
+
+
+def run_with_tty_stderr(
+    args: list[str], env: dict[str, str], stdout_path: Path
+) -> tuple[int, str, str]:
+    """Run the command line with standard error on a pseudo-terminal.
+
+    Standard output goes to a file, because a large output would fill a
+    pipe that is not read while the terminal is drained.
+    """
+    primary, secondary = pty.openpty()
+    with stdout_path.open("wb") as stdout_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", *args],
+            stdout=stdout_file,
+            stderr=secondary,
+            env=env,
+        )
+    os.close(secondary)
+    chunks: list[bytes] = []
+    while True:
+        ready, _, _ = select.select([primary], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                # Linux raises EIO once the child closed the terminal.
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif process.poll() is not None:
+            break
+    os.close(primary)
+    code = process.wait(timeout=60)
+    return code, stdout_path.read_text(), b"".join(chunks).decode(errors="replace")
+
+
+def test_import_on_tty_shows_progress(cli_env: Settings, tmp_path: Path) -> None:
+    csv_file = tmp_path / "big.csv"
+    write_bulk_csv(csv_file, PROGRESS_ROWS)
+    env = tty_env(cli_env)
+
+    code, stdout, stderr = run_with_tty_stderr(
+        ["import", str(csv_file), "--tz", "UTC"], env, tmp_path / "stdout"
+    )
+
+    assert code == 0, stderr
+    assert "validating" in stderr
+    assert f"storing {PROGRESS_ROWS:,} posts" in stderr
+    assert f"imported {PROGRESS_ROWS} post(s)" in stdout
+
+
+def test_import_json_on_tty_has_no_progress(cli_env: Settings, tmp_path: Path) -> None:
+    csv_file = tmp_path / "big.csv"
+    write_bulk_csv(csv_file, PROGRESS_ROWS)
+    env = tty_env(cli_env)
+
+    code, stdout, stderr = run_with_tty_stderr(
+        ["import", str(csv_file), "--tz", "UTC", "--json"], env, tmp_path / "stdout"
+    )
+
+    assert code == 0, stderr
+    assert "validating" not in stderr
+    assert json.loads(stdout)["imported"] == PROGRESS_ROWS

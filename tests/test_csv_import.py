@@ -660,3 +660,50 @@ def test_bulk_message_named_like_header(rules: Publishers) -> None:
     result = parse_text(text, rules, tz="UTC")
     assert [post.content for post in result.posts] == ["Content", "second post"]
     assert result.errors == []
+
+
+class RecordingProgress:
+    """Progress receiver that keeps every report."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, int]] = []
+        self.stored: list[int] = []
+
+    def lines_read(self, lines: int, bytes_read: int) -> None:
+        self.reports.append((lines, bytes_read))
+
+    def storing(self, posts: int) -> None:
+        self.stored.append(posts)
+
+
+def test_import_reports_progress(
+    tmp_path: Path, store: RecordingStore, rules: Publishers
+) -> None:
+    row = "2030-01-01 10:00,Doors open\n"
+    rows = 2 * csv_import.PROGRESS_EVERY_LINES + 5
+    path = write(tmp_path, row * rows)
+    progress = RecordingProgress()
+
+    report = import_file(path, store, rules, tz="UTC", progress=progress)
+
+    every = csv_import.PROGRESS_EVERY_LINES
+    assert len(report.posts) == rows
+    assert progress.reports == [
+        (every, every * len(row)),
+        (2 * every, 2 * every * len(row)),
+        (rows, path.stat().st_size),
+    ]
+    assert progress.stored == [rows]
+
+
+def test_invalid_import_never_reports_storing(
+    tmp_path: Path, store: RecordingStore, rules: Publishers
+) -> None:
+    path = write(tmp_path, "2030-01-01 10:00,fine\n2030-02-30 10:00,bad\n")
+    progress = RecordingProgress()
+
+    with pytest.raises(ImportFileError):
+        import_file(path, store, rules, tz="UTC", progress=progress)
+
+    assert progress.reports == [(2, path.stat().st_size)]
+    assert progress.stored == []

@@ -773,6 +773,29 @@ def test_sweep_fails_after_max_attempts(store: Store) -> None:
     assert "lease expired" in (failed.last_error or "")
 
 
+def test_sweep_counts_failed_per_target(store: Store) -> None:
+    now = utc_now()
+    expired = {
+        "status": PostStatus.PUBLISHING,
+        "attempt_id": "dead",
+        "lease_until": now - timedelta(seconds=1),
+        "attempts": 2,
+    }
+    store.add(
+        [
+            make_post(target="outbox:main", **expired),
+            make_post(target="outbox:main", **expired),
+            make_post(target="outbox:other", **expired),
+            make_post(target="outbox:retry", **{**expired, "attempts": 1}),
+        ]
+    )
+    result = store.sweep_expired(now, max_attempts=2)
+    assert result.failed == 3
+    assert result.failed_by_target == {"outbox:main": 2, "outbox:other": 1}
+    assert result.rescheduled == 1
+    assert result.published_by_target == {}
+
+
 def test_sweep_keeps_live_leases(store: Store) -> None:
     post = make_post()
     store.add([post])
@@ -794,6 +817,8 @@ def test_sweep_publishes_post_with_external_id(store: Store) -> None:
     store.add([post])
     result = store.sweep_expired(now, max_attempts=3)
     assert result.published == 1
+    assert result.published_by_target == {post.target: 1}
+    assert result.failed_by_target == {}
     assert store.get(post.id).status is PostStatus.PUBLISHED
 
 
@@ -847,7 +872,7 @@ def test_mark_missed_only_past_grace(store: Store) -> None:
     done = make_post(due_in_s=-7200, status=PostStatus.PUBLISHED)
     store.add([old, recent, done])
     now = utc_now()
-    assert store.mark_missed(now - timedelta(hours=1), now) == 1
+    assert store.mark_missed(now - timedelta(hours=1), now) == {old.target: 1}
     missed = store.get(old.id)
     assert missed.status is PostStatus.MISSED
     assert "postsched retry" in (missed.last_error or "")
@@ -859,8 +884,23 @@ def test_mark_missed_keeps_interrupted_posts(store: Store) -> None:
     interrupted = make_post(due_in_s=-7200, deliveries=1)
     store.add([interrupted])
     now = utc_now()
-    assert store.mark_missed(now - timedelta(hours=1), now) == 0
+    assert store.mark_missed(now - timedelta(hours=1), now) == {}
     assert store.get(interrupted.id).status is PostStatus.SCHEDULED
+
+
+def test_mark_missed_counts_per_target(store: Store) -> None:
+    store.add(
+        [
+            make_post(due_in_s=-7200, target="outbox:main"),
+            make_post(due_in_s=-7200, target="outbox:main"),
+            make_post(due_in_s=-7200, target="outbox:other"),
+            make_post(due_in_s=-60, target="outbox:recent"),
+        ]
+    )
+    now = utc_now()
+    missed = store.mark_missed(now - timedelta(hours=1), now)
+    assert missed == {"outbox:main": 2, "outbox:other": 1}
+    assert store.mark_missed(now - timedelta(hours=1), now) == {}
 
 
 def test_in_memory_sqlite_rejected() -> None:

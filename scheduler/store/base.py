@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,9 @@ class SweepResult:
     rescheduled: int = 0
     failed: int = 0
     published: int = 0
+    # The failed and published posts again, counted per target.
+    failed_by_target: dict[str, int] = field(default_factory=dict)
+    published_by_target: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -212,8 +215,8 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
-        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many.
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """Set scheduled posts due before ``cutoff`` to ``missed``; return how many per target.
 
         Posts with deliveries are left alone: their worker died while
         publishing them, so the platform may have them, and the next claim

@@ -365,7 +365,7 @@ class MongoStore(Store):
         }
         released = {"attempt_id": None, "lease_until": None, "updated_at": now}
         with self._translate_errors("sweep expired leases"):
-            published = self._posts.update_many(
+            published = self._update_per_target(
                 {**expired, "external_id": {"$ne": None}},
                 {
                     "$set": {
@@ -374,8 +374,8 @@ class MongoStore(Store):
                         **released,
                     }
                 },
-            ).modified_count
-            failed = self._posts.update_many(
+            )
+            failed = self._update_per_target(
                 {**expired, "attempts": {"$gte": max_attempts}},
                 {
                     "$set": {
@@ -384,32 +384,51 @@ class MongoStore(Store):
                         **released,
                     }
                 },
-            ).modified_count
+            )
             rescheduled = self._posts.update_many(
                 expired, {"$set": {"status": str(PostStatus.SCHEDULED), **released}}
             ).modified_count
-        return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
+        return SweepResult(
+            rescheduled=rescheduled,
+            failed=sum(failed.values()),
+            published=sum(published.values()),
+            failed_by_target=failed,
+            published_by_target=published,
+        )
 
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
-        """Set scheduled posts due before ``cutoff`` to ``missed``."""
+    def _update_per_target(
+        self, query: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, int]:
+        """Apply ``changes`` to the posts matching ``query``; return how many per target.
+
+        Each target's ``update_many`` repeats the query, so its count is exact
+        even when another process changes some of the posts meanwhile.
+        """
+        updated: dict[str, int] = {}
+        for target in self._posts.distinct("target", query):
+            result = self._posts.update_many({**query, "target": target}, changes)
+            if result.modified_count:
+                updated[target] = int(result.modified_count)
+        return updated
+
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
+        """Set scheduled posts due before ``cutoff`` to ``missed``, one update per target."""
         _check_aware(cutoff=cutoff, now=now)
+        # A post with deliveries may be out already: the next claim looks it up.
+        overdue = {
+            "status": str(PostStatus.SCHEDULED),
+            "due_at": {"$lt": cutoff},
+            "deliveries": {"$in": [0, None]},
+        }
+        changes = {
+            "$set": {
+                "status": str(PostStatus.MISSED),
+                "last_error": missed_error(cutoff, now),
+                "updated_at": now,
+            }
+        }
         with self._translate_errors("mark missed posts"):
-            result = self._posts.update_many(
-                # A post with deliveries may be out already: the next claim looks it up.
-                {
-                    "status": str(PostStatus.SCHEDULED),
-                    "due_at": {"$lt": cutoff},
-                    "deliveries": {"$in": [0, None]},
-                },
-                {
-                    "$set": {
-                        "status": str(PostStatus.MISSED),
-                        "last_error": missed_error(cutoff, now),
-                        "updated_at": now,
-                    }
-                },
-            )
-        return int(result.modified_count)
+            return self._update_per_target(overdue, changes)
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""

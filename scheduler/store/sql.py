@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -408,28 +409,42 @@ class SqlStore(Store):
         )
         released = {"attempt_id": None, "lease_until": None, "updated_at": now}
         with self._transaction("sweep expired leases") as connection:
-            published = connection.execute(
-                posts.update()
-                .where(expired, posts.c.external_id.is_not(None))
-                .values(status=str(PostStatus.PUBLISHED), published_at=now, **released)
-            ).rowcount
-            failed = connection.execute(
-                posts.update()
-                .where(expired, posts.c.attempts >= max_attempts)
-                .values(
-                    status=str(PostStatus.FAILED),
-                    last_error=lease_error(max_attempts),
-                    **released,
-                )
-            ).rowcount
+            published = Counter(
+                connection.execute(
+                    posts.update()
+                    .where(expired, posts.c.external_id.is_not(None))
+                    .values(
+                        status=str(PostStatus.PUBLISHED), published_at=now, **released
+                    )
+                    .returning(posts.c.target)
+                ).scalars()
+            )
+            failed = Counter(
+                connection.execute(
+                    posts.update()
+                    .where(expired, posts.c.attempts >= max_attempts)
+                    .values(
+                        status=str(PostStatus.FAILED),
+                        last_error=lease_error(max_attempts),
+                        **released,
+                    )
+                    .returning(posts.c.target)
+                ).scalars()
+            )
             rescheduled = connection.execute(
                 posts.update()
                 .where(expired)
                 .values(status=str(PostStatus.SCHEDULED), **released)
             ).rowcount
-        return SweepResult(rescheduled=rescheduled, failed=failed, published=published)
+        return SweepResult(
+            rescheduled=rescheduled,
+            failed=failed.total(),
+            published=published.total(),
+            failed_by_target=dict(failed),
+            published_by_target=dict(published),
+        )
 
-    def mark_missed(self, cutoff: datetime, now: datetime) -> int:
+    def mark_missed(self, cutoff: datetime, now: datetime) -> dict[str, int]:
         """Set scheduled posts due before ``cutoff`` to ``missed`` in one statement."""
         statement = (
             posts.update()
@@ -444,9 +459,11 @@ class SqlStore(Store):
                 last_error=missed_error(cutoff, now),
                 updated_at=now,
             )
+            .returning(posts.c.target)
         )
         with self._transaction("mark missed posts") as connection:
-            return int(connection.execute(statement).rowcount)
+            targets = connection.execute(statement).scalars().all()
+        return dict(Counter(targets))
 
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post."""
