@@ -399,6 +399,35 @@ def test_import_chunked_oversized_rejected(settings: Settings, store: SqlStore) 
     assert stored(store) == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"date_format": "ydm"}, "date_format"),
+        ({"skip_invalid": "maybe"}, "skip_invalid"),
+        ({"target": ["outbox:a", "outbox:b"]}, "target"),
+    ],
+)
+def test_import_invalid_form_rejected(
+    client: TestClient, store: SqlStore, fields: dict[str, Any], field: str
+) -> None:
+    csv = f"due_at,target,content\n{future(10)},outbox:main,one\n".encode()
+    response = client.post(
+        "/posts/import", files={"file": ("posts.csv", csv, "text/csv")}, data=fields
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert [error["field"] for error in problem["errors"]] == [field]
+    assert stored(store) == []
+
+
+def test_non_utf8_json_rejected(client: TestClient, store: SqlStore) -> None:
+    response = client.post(
+        "/posts", content=b"\xff\x1b", headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(response, 400, "invalid_body")
+    assert "openapi.json" in problem["detail"]
+    assert stored(store) == []
+
+
 def test_import_without_file_rejected(client: TestClient) -> None:
     response = client.post("/posts/import", data={"target": "outbox:main"})
     problem = assert_problem(response, 422, "validation_error")

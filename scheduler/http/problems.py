@@ -57,8 +57,8 @@ class Problem(BaseModel):
     detail: str = Field(description="What failed, and how to fix it")
     instance: str = Field(description="Path of the request that failed")
     code: str = Field(
-        description="Stable name of the error: validation_error, import_rejected, "
-        "not_found, invalid_state, store_unavailable, unauthorized, "
+        description="Stable name of the error: validation_error, invalid_body, "
+        "import_rejected, not_found, invalid_state, store_unavailable, unauthorized, "
         "content_too_large, http_error or internal_error"
     )
     errors: list[FieldError] | None = Field(
@@ -210,8 +210,11 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    codes = {401: "unauthorized", 413: "content_too_large"}
+    codes = {400: "invalid_body", 401: "unauthorized", 413: "content_too_large"}
     detail = str(exc.detail)
+    if exc.status_code == 400:
+        # FastAPI raises 400 for a body that no parser can read, such as JSON that is not UTF-8.
+        detail = f"{detail}; {SPEC_FIX.replace('see', 'send a body that matches', 1)}"
     # Starlette's own 404 and 405 carry only the status phrase.
     if exc.status_code == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
         detail = f"no endpoint at {request.url.path}; the endpoints are listed in /openapi.json"

@@ -101,6 +101,7 @@ def posts_router(auth: Callable[..., None]) -> APIRouter:
         methods=["POST"],
         status_code=201,
         response_model=PostOut,
+        responses=problem_responses(400),
         summary="Schedule a post",
     )
     router.add_api_route(
@@ -115,7 +116,8 @@ def posts_router(auth: Callable[..., None]) -> APIRouter:
         import_posts,
         methods=["POST"],
         response_model=ImportResult,
-        responses=problem_responses(413),
+        responses=problem_responses(400, 413),
+        dependencies=[Depends(reject_repeated_fields)],
         summary="Import posts from a CSV file",
     )
     router.add_api_route(
@@ -131,7 +133,7 @@ def posts_router(auth: Callable[..., None]) -> APIRouter:
         update_post,
         methods=["PATCH"],
         response_model=PostOut,
-        responses=problem_responses(404, 409),
+        responses=problem_responses(400, 404, 409),
         summary="Change a scheduled post",
     )
     router.add_api_route(
@@ -250,6 +252,20 @@ def update_post(post_id: PostId, body: PostUpdate, service: Service) -> PostOut:
 def cancel_post(post_id: PostId, service: Service) -> PostOut:
     """Cancel a scheduled post. It stays readable, with status `cancelled`."""
     return PostOut.from_post(service.cancel(post_id))
+
+
+async def reject_repeated_fields(request: Request) -> None:
+    """Raise ValidationError for a form field sent more than once, whose other values would be dropped."""
+    form = await request.form()
+    for name in form:
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise ValidationError(
+                name,
+                [value if isinstance(value, str) else "<file>" for value in values],
+                f"given {len(values)} times",
+                "send each form field once",
+            )
 
 
 def import_posts(
