@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import time
@@ -512,18 +513,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_health_broker_unreachable(settings: Settings) -> None:
+def test_health_broker_unreachable(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
     offline = settings.model_copy(
         update={"broker_url": closed, "result_backend": closed}
     )
     with open_client(offline) as client:
         response = client.get("/health")
+        client.get("/health")
     assert response.status_code == 503
     health = response.json()
     assert health["broker_reachable"] is False
     assert health["store_reachable"] is True
     assert health["chain_alive"] is None
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and record.name == "scheduler.http.health"
+    ]
+    # The second probe repeats the same failures, so only the first one warns.
+    assert len(warnings) == 2
+    assert "cannot reach the broker" in warnings[0]
+    assert "cannot reach the result backend" in warnings[1]
 
 
 def test_unreachable_broker_still_stores(settings: Settings, store: SqlStore) -> None:

@@ -17,6 +17,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.errors import ConfigError
 from scheduler.http import health
 from scheduler.http.auth import check_token, token_dependency
+from scheduler.http.health import ProbeLog
 from scheduler.http.limits import BodySizeLimit
 from scheduler.http.problems import PROBLEM_JSON, install_problem_handlers
 from scheduler.http.routes import IMPORT_PATH, posts_router
@@ -66,8 +67,8 @@ def build_api(
 ) -> FastAPI:
     """Build the routes, error handlers and OpenAPI spec, without any connection.
 
-    The app serves requests only once ``app.state.celery_app`` is set, as
-    :func:`create_http_app` does; the docs are generated from this app alone.
+    The app serves requests only once ``app.state.celery_app`` and
+    ``app.state.probe_log`` are set, as :func:`create_http_app` does; the docs are generated from this app alone.
     """
     app = FastAPI(
         title="postsched",
@@ -128,6 +129,9 @@ def create_http_app(
     check_token(http_settings.token)
     celery_app = create_app(settings, start_embedded=False)
     store_url = celery_app.runtime.store.display_url
+    # Creates the service, publishers and Redis client now: request threads
+    # that raced to create them on first use would each build their own.
+    celery_app.runtime.service  # noqa: B018
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,4 +147,5 @@ def create_http_app(
 
     app = build_api(http_settings, lifespan)
     app.state.celery_app = celery_app
+    app.state.probe_log = ProbeLog()
     return app

@@ -35,13 +35,13 @@ def health(request: Request, response: Response) -> Health:
     orchestrators can call it. The body contains no error text: the reasons
     go to the server's log.
     """
-    report = read_health(request.app.state.celery_app)
+    report = read_health(request.app.state.celery_app, request.app.state.probe_log)
     if report.status != "ok":
         response.status_code = 503
     return report
 
 
-def read_health(celery_app: PostschedCelery) -> Health:
+def read_health(celery_app: PostschedCelery, probes: ProbeLog) -> Health:
     """Probe the store, the broker and Redis, and return the health report."""
     runtime = celery_app.runtime
     now = utc_now()
@@ -49,9 +49,11 @@ def read_health(celery_app: PostschedCelery) -> Health:
     try:
         overdue = runtime.store.count_due(now - timedelta(seconds=OVERDUE_TOLERANCE_S))
     except StoreUnavailableError as exc:
-        logger.warning("health: the store is unreachable: %s", exc)
+        probes.failed("store", exc)
+    else:
+        probes.succeeded("store")
 
-    broker_reachable = _broker_reachable(celery_app)
+    broker_reachable = _broker_reachable(celery_app, probes)
     chain_alive: bool | None = None
     healthy = False
     if overdue is not None:
@@ -60,7 +62,9 @@ def read_health(celery_app: PostschedCelery) -> Health:
             chain_alive = status.check_alive
             healthy = status.healthy
         except (redis.RedisError, StoreUnavailableError) as exc:
-            logger.warning("health: cannot read the check chain: %s", exc)
+            probes.failed("result backend", exc)
+        else:
+            probes.succeeded("result backend")
     if overdue and chain_alive is False:
         logger.warning(
             "health: %d post(s) overdue and no live check will claim them", overdue
@@ -78,13 +82,37 @@ def read_health(celery_app: PostschedCelery) -> Health:
     )
 
 
-def _broker_reachable(celery_app: PostschedCelery) -> bool:
+def _broker_reachable(celery_app: PostschedCelery, probes: ProbeLog) -> bool:
     try:
         with celery_app.connection_for_write() as connection:
             connection.ensure_connection(
                 max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S
             )
     except (kombu.exceptions.KombuError, OSError) as exc:
-        logger.warning("health: the broker is unreachable: %s", exc)
+        probes.failed("broker", exc)
         return False
+    probes.succeeded("broker")
     return True
+
+
+class ProbeLog:
+    """Logs of the health probes: a warning when a part fails, info when it recovers.
+
+    A failure that goes on is logged at debug, so a load balancer polling
+    the endpoint does not flood the log.
+    """
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+
+    def failed(self, part: str, exc: Exception) -> None:
+        """Log that the probe of ``part`` failed with ``exc``."""
+        level = logging.DEBUG if part in self._failing else logging.WARNING
+        self._failing.add(part)
+        logger.log(level, "health: cannot reach the %s: %s", part, exc)
+
+    def succeeded(self, part: str) -> None:
+        """Log that the probe of ``part`` succeeded, when it had failed before."""
+        if part in self._failing:
+            self._failing.discard(part)
+            logger.info("health: the %s is reachable again", part)

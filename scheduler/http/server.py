@@ -6,6 +6,7 @@ loopback without POSTSCHED_HTTP_TOKEN; 3 the store could not be reached.
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Annotated
 
@@ -24,6 +25,17 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 cli = typer.Typer(add_completion=False)
+
+
+class LogLevel(enum.StrEnum):
+    """Levels of the server's log, as uvicorn names them."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 # soft_wrap keeps a long message on one line, so a command in it can be copied.
 error_console = Console(stderr=True, soft_wrap=True)
 
@@ -40,12 +52,12 @@ def serve(
         int, typer.Option(min=0, max=65535, help="TCP port to listen on.")
     ] = DEFAULT_PORT,
     log_level: Annotated[
-        str, typer.Option(help="Log level: debug, info, warning or error.")
-    ] = "info",
+        LogLevel, typer.Option(help="Level of the server's log.")
+    ] = LogLevel.INFO,
 ) -> None:
     """Serve the postsched HTTP API, with the POSTSCHED_* settings of the environment."""
     logging.basicConfig(
-        level=log_level.upper(),
+        level=log_level.value.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -58,7 +70,7 @@ def serve(
     except StoreUnavailableError as exc:
         error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from exc
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(app, host=host, port=port, log_level=log_level.value)
 
 
 def main() -> None:
