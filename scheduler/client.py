@@ -16,7 +16,14 @@ from typing import TextIO
 from scheduler.config import Settings, load_settings
 from scheduler.csv_import import DEFAULT_DATE_FORMAT, DEFAULT_TARGET, ImportReport
 from scheduler.errors import ValidationError
-from scheduler.model import Attempt, Post, PostStatus, utc_now
+from scheduler.model import (
+    Attempt,
+    Post,
+    PostStatus,
+    optional_utc,
+    to_utc,
+    utc_now,
+)
 from scheduler.service import PostService
 from tasks.app import PostschedCelery, create_app
 
@@ -113,16 +120,12 @@ class PostschedClient:
         be UTC-aware. ``after`` is the ``(due_at, id)`` of the last post of the
         previous page. ``limit`` None returns every matching post.
         """
-        _check_aware("due_after", due_after)
-        _check_aware("due_before", due_before)
-        if after is not None:
-            _check_aware("after", after[0])
         return self._service.list_posts(
             status=_status(status),
             target=target,
-            due_after=due_after,
-            due_before=due_before,
-            after=after,
+            due_after=optional_utc(due_after, "due_after"),
+            due_before=optional_utc(due_before, "due_before"),
+            after=(to_utc(after[0], "after"), after[1]) if after else None,
             limit=limit,
         )
 
@@ -211,14 +214,3 @@ def _status(value: PostStatus | str | None) -> PostStatus | None:
         raise ValidationError(
             "status", value, "unknown status", f"use one of {names}"
         ) from exc
-
-
-def _check_aware(field: str, moment: datetime | None) -> None:
-    """Raise ValidationError when ``moment`` is a naive datetime, whose zone the store would guess."""
-    if moment is not None and moment.utcoffset() is None:
-        raise ValidationError(
-            field,
-            moment.isoformat(),
-            "no time zone given",
-            "pass a UTC-aware datetime, such as datetime.now(UTC)",
-        )

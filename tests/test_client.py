@@ -6,7 +6,7 @@ import io
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -195,6 +195,15 @@ def test_list_naive_bound_rejected(client: PostschedClient) -> None:
     with pytest.raises(ValidationError) as raised:
         client.list_posts(due_before=datetime(2030, 1, 1))
     assert raised.value.field == "due_before"
+    assert raised.value.reason == "no time zone given"
+
+
+def test_list_out_of_range_bound_rejected(client: PostschedClient) -> None:
+    latest = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-14)))
+    with pytest.raises(ValidationError) as raised:
+        client.list_posts(due_after=latest)
+    assert raised.value.field == "due_after"
+    assert "out of the range" in raised.value.reason
 
 
 def test_import_stream_all_or_nothing(client: PostschedClient) -> None:

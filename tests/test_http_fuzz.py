@@ -73,9 +73,17 @@ def live_server(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("fuzz")
+    store_url = f"sqlite:///{data_dir / 'posts.db'}"
     port = free_port()
+    # Only the settings below, so none of the developer's POSTSCHED_* reach the server.
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("POSTSCHED_")
+    }
     environment = {
-        **os.environ,
+        **inherited,
+        "POSTSCHED_STORE_URL": store_url,
         "POSTSCHED_BROKER_URL": redis_url,
         "POSTSCHED_RESULT_BACKEND": redis_url,
         "POSTSCHED_DATA_DIR": str(data_dir),
@@ -104,7 +112,7 @@ def live_server(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process, log_path)
-        yield LiveServer(url=url, store_url=f"sqlite:///{data_dir / 'posts.db'}")
+        yield LiveServer(url=url, store_url=store_url)
     finally:
         process.terminate()
         process.wait(timeout=15)

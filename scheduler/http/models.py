@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.errors import ValidationError
-from scheduler.model import Attempt, Post, PostStatus
+from scheduler.model import Attempt, Post, PostStatus, to_utc
 
 # A due time far enough ahead that the examples in the spec stay valid.
 EXAMPLE_DUE_AT = "2099-12-24T18:00:00+01:00"
@@ -158,7 +158,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise _invalid_cursor(cursor) from exc
     if due_at.utcoffset() is None or not isinstance(post_id, str):
         raise _invalid_cursor(cursor)
-    return due_at, post_id
+    return to_utc(due_at, "cursor"), post_id
 
 
 def _invalid_cursor(cursor: str) -> ValidationError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import datetime
 from typing import IO, Annotated, Literal
 
 from fastapi import (
@@ -18,7 +19,6 @@ from fastapi import (
     Response,
     UploadFile,
 )
-from pydantic import AwareDatetime
 
 from scheduler.api import SchedulePost, schedule_from_payload
 from scheduler.csv_import import DEFAULT_TARGET
@@ -36,13 +36,18 @@ from scheduler.http.models import (
     encode_cursor,
 )
 from scheduler.http.problems import problem_responses
-from scheduler.model import MAX_TARGET_LENGTH, PostStatus
+from scheduler.model import MAX_TARGET_LENGTH, PostStatus, to_utc
 from scheduler.service import PostService
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 POST_ID_PATTERN = "^[0-9a-f]{32}$"
 IMPORT_PATH = "/posts/import"
+# An RFC 3339 date and time with a UTC offset, such as 2030-12-24T18:00:00+01:00.
+# Pydantic's datetime would also take numbers as Unix times, which the spec does not list.
+DATE_TIME_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$"
+)
 
 PostId = Annotated[
     str, Path(pattern=POST_ID_PATTERN, description="Post id, 32 hex digits")
@@ -174,14 +179,18 @@ def list_posts(
         Query(max_length=MAX_TARGET_LENGTH, description="Only posts to this target"),
     ] = None,
     due_after: Annotated[
-        AwareDatetime | None,
+        str | None,
         Query(
-            description="Only posts due at or after this time (ISO 8601 with offset)"
+            pattern=DATE_TIME_PATTERN,
+            description="Only posts due at or after this time, RFC 3339 with offset",
         ),
     ] = None,
     due_before: Annotated[
-        AwareDatetime | None,
-        Query(description="Only posts due before this time (ISO 8601 with offset)"),
+        str | None,
+        Query(
+            pattern=DATE_TIME_PATTERN,
+            description="Only posts due before this time, RFC 3339 with offset",
+        ),
     ] = None,
     cursor: Annotated[
         str | None,
@@ -204,8 +213,8 @@ def list_posts(
     posts = service.list_posts(
         status=status,
         target=target,
-        due_after=due_after,
-        due_before=due_before,
+        due_after=parse_bound(due_after, "due_after"),
+        due_before=parse_bound(due_before, "due_before"),
         after=after,
         limit=limit + 1,
     )
@@ -214,6 +223,22 @@ def list_posts(
     return PostPage(
         posts=[PostOut.from_post(post) for post in page], next_cursor=next_cursor
     )
+
+
+def parse_bound(value: str | None, field: str) -> datetime | None:
+    """Return the UTC datetime of a list filter, or None; raise ValidationError if it is invalid."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(
+            field,
+            value,
+            "not a date and time",
+            "write it like '2030-12-24T18:00:00+01:00'",
+        ) from exc
+    return to_utc(moment, field)
 
 
 def get_post(post_id: PostId, service: Service) -> PostDetail:
