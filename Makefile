@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: postsched needs Python 3.11 or newer; install it, or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres,flower]'
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,flower,http]'
 	@touch $@
 
 run: $(STAMP)

@@ -103,7 +103,12 @@ def handle(name: str, payload: object, service: PostService) -> dict[str, Any]:
     return {"ok": True, "post": post_to_dict(post)}
 
 
-def _schedule(service: PostService, request: Any) -> Post:
+def schedule_from_payload(service: PostService, request: SchedulePost) -> Post:
+    """Schedule the post that ``request`` describes, due at ``due_at`` or now.
+
+    Raises ValidationError unless exactly one of ``due_at`` and
+    ``publish_now`` is given.
+    """
     if request.publish_now == (request.due_at is not None):
         raise ValidationError(
             "due_at",
@@ -121,7 +126,7 @@ def _schedule(service: PostService, request: Any) -> Post:
 
 
 _OPERATIONS: dict[str, Callable[[PostService, Any], Post]] = {
-    SCHEDULE_POST: _schedule,
+    SCHEDULE_POST: schedule_from_payload,
     CANCEL_POST: lambda service, request: service.cancel(request.id),
     RESCHEDULE_POST: lambda service, request: service.reschedule(
         request.id, request.due_at, request.timezone

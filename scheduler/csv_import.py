@@ -131,7 +131,7 @@ def parse_csv(
 
 
 def import_file(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | TextIO,
     store: Store,
     rules: TargetRules,
     *,
@@ -142,17 +142,21 @@ def import_file(
     now: datetime | None = None,
     progress: ImportProgress | None = None,
 ) -> ImportReport:
-    """Parse the CSV file at ``path`` and add its posts to ``store`` in one call.
+    """Parse a CSV file, or text stream, and add its posts to ``store`` in one call.
 
-    Raises ImportFileError, having added nothing, when a row is invalid,
-    unless ``skip_invalid`` is set: then the valid rows are added and the
-    invalid ones are returned in the report. The store adds all posts or
-    none of them. ``store.add`` is not called when no row is valid.
-    ``progress`` receives the lines read, then the number of posts stored.
+    ``source`` is read as :func:`parse_csv` reads it. Raises ImportFileError,
+    having added nothing, when a row is invalid, unless ``skip_invalid`` is
+    set: then the valid rows are added and the invalid ones are returned in
+    the report. The store adds all posts or none of them. ``store.add`` is
+    not called when no row is valid. ``progress`` receives the lines read,
+    then the number of posts stored.
     """
-    name = os.fspath(path)
+    if isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+    else:
+        name = getattr(source, "name", "<stream>")
     result = parse_csv(
-        path,
+        source,
         rules=rules,
         date_format=date_format,
         tz=tz,

@@ -175,6 +175,35 @@ def resolve_due_at(
         ) from exc
 
 
+def to_utc(moment: datetime, field: str) -> datetime:
+    """Return the UTC-aware datetime of an aware ``moment``, as stores compare them.
+
+    Raises ValidationError naming ``field`` for a naive ``moment``, whose
+    zone would be a guess, and for one that is out of range in UTC.
+    """
+    if moment.utcoffset() is None:
+        raise ValidationError(
+            field,
+            moment.isoformat(),
+            "no time zone given",
+            "add a UTC offset such as '+01:00', or pass a UTC-aware datetime",
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationError(
+            field,
+            moment.isoformat(),
+            "out of the range of dates that can be stored in UTC",
+            "use a date between the years 2 and 9998",
+        ) from exc
+
+
+def optional_utc(moment: datetime | None, field: str) -> datetime | None:
+    """Return ``to_utc(moment, field)``, or None when ``moment`` is None."""
+    return None if moment is None else to_utc(moment, field)
+
+
 def _resolve_due_at(
     value: datetime | str, timezone: str | None = None
 ) -> tuple[datetime, str]:

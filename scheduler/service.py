@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import kombu.exceptions
 import redis
@@ -76,13 +76,13 @@ class PostService:
         return post
 
     def import_csv(
-        self, path: Path, *, skip_invalid: bool = False, **options: Any
+        self, source: Path | TextIO, *, skip_invalid: bool = False, **options: Any
     ) -> ImportReport:
-        """Import a CSV file all together (see ``scheduler.csv_import``) and wake the chain."""
+        """Import a CSV file or text stream all together (see ``scheduler.csv_import``) and wake the chain."""
         report = import_file(
-            path, self.store, self.publishers, skip_invalid=skip_invalid, **options
+            source, self.store, self.publishers, skip_invalid=skip_invalid, **options
         )
-        logger.info("imported %d post(s) from %s", len(report.posts), path)
+        logger.info("imported %d post(s) from %s", len(report.posts), report.path)
         self._wake_for(report.posts)
         return report
 
@@ -96,35 +96,82 @@ class PostService:
         self, post_id: str, due_at: datetime | str, timezone: str | None = None
     ) -> Post:
         """Move a scheduled post to ``due_at``; a move earlier wakes the chain."""
-        now = utc_now()
-        due_utc, zone_name = resolve_due_at(due_at, timezone)
-        check_not_past(due_utc, now, due_at)
-        changes = {"due_at": due_utc, "timezone": zone_name, "updated_at": now}
-        post = self.store.update_where(
-            post_id, {PostStatus.SCHEDULED}, "reschedule", changes
-        )
-        logger.info("rescheduled post %s to %s", post_id, due_utc.isoformat())
-        self._wake_for([post])
-        return post
+        return self.update(post_id, due_at=due_at, timezone=timezone)
 
     def edit(
         self, post_id: str, *, content: str | None = None, link: str | None = None
     ) -> Post:
         """Change the content or link of a scheduled post, validated like a new one."""
+        return self.update(post_id, content=content, link=link)
+
+    def update(
+        self,
+        post_id: str,
+        *,
+        content: str | None = None,
+        link: str | None = None,
+        due_at: datetime | str | None = None,
+        timezone: str | None = None,
+    ) -> Post:
+        """Change the content, link and due time of a scheduled post in one write.
+
+        Every given field is validated as for a new post before the write, so
+        an invalid field changes nothing. ``None`` keeps a field and a link of
+        ``""`` removes the link. ``timezone`` is the zone of a ``due_at``
+        written without an offset. A new due time wakes the chain.
+        """
+        if content is None and link is None and due_at is None:
+            raise ValidationError(
+                "changes",
+                {},
+                "no change given",
+                "give a new content, link or due_at",
+            )
+        if timezone is not None and due_at is None:
+            raise ValidationError(
+                "timezone",
+                timezone,
+                "given without due_at",
+                "give the due_at that the time zone applies to, or leave timezone out",
+            )
+        now = utc_now()
+        changes: dict[str, object] = {"updated_at": now}
+        if due_at is not None:
+            due_utc, zone_name = resolve_due_at(due_at, timezone)
+            check_not_past(due_utc, now, due_at)
+            changes.update(due_at=due_utc, timezone=zone_name)
+        text_changed = content is not None or link is not None
+        if text_changed:
+            changes.update(self._text_changes(post_id, content, link))
+
+        if due_at is None:
+            operation = "edit"
+        else:
+            operation = "update" if text_changed else "reschedule"
+        post = self.store.update_where(
+            post_id, {PostStatus.SCHEDULED}, operation, changes
+        )
+        if due_at is None:
+            logger.info("edited post %s", post_id)
+            return post
+        logger.info("rescheduled post %s to %s", post_id, post.due_at.isoformat())
+        self._wake_for([post])
+        return post
+
+    def _text_changes(
+        self, post_id: str, content: str | None, link: str | None
+    ) -> dict[str, object]:
+        """Validate a new content or link of a post and return the changes to store."""
         current = self.store.get(post_id)
         new_link = validate_link(link) if link is not None else current.link
         new_content = content if content is not None else current.content
         # The link counts towards some targets' limits, so a new link re-checks the content.
-        changes: dict[str, object] = {
+        return {
             "content": validate_content(
                 new_content, current.target, self.publishers, link=new_link
             ),
             "link": new_link,
-            "updated_at": utc_now(),
         }
-        post = self.store.update_where(post_id, {PostStatus.SCHEDULED}, "edit", changes)
-        logger.info("edited post %s", post_id)
-        return post
 
     def retry(self, post_id: str) -> Post:
         """Publish a failed, unconfirmed or missed post again, now."""
@@ -199,6 +246,10 @@ class PostService:
         )
         return "published"
 
+    def get(self, post_id: str) -> Post:
+        """Return the post with id ``post_id``; raise PostNotFoundError when none has it."""
+        return self.store.get(post_id)
+
     def show(self, post_id: str) -> tuple[Post, list[Attempt]]:
         """Return a post and its attempts, oldest first."""
         return self.store.get(post_id), self.store.list_attempts(post_id)
@@ -208,10 +259,24 @@ class PostService:
         *,
         status: PostStatus | None = None,
         target: str | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int | None = 100,
     ) -> list[Post]:
-        """Return stored posts ordered by due time."""
-        return self.store.list_posts(status=status, target=target, limit=limit)
+        """Return stored posts ordered by due time, then id.
+
+        ``due_after`` is inclusive, ``due_before`` exclusive, and ``after`` is
+        the (due time, id) of the last post of the previous page.
+        """
+        return self.store.list_posts(
+            status=status,
+            target=target,
+            due_after=due_after,
+            due_before=due_before,
+            after=after,
+            limit=limit,
+        )
 
     def _wake_for(self, posts: Sequence[Post]) -> None:
         """Wake the chain for ``posts``; a broker that cannot be reached is only logged.

@@ -258,6 +258,47 @@ def test_list_filters_and_orders(store: Store) -> None:
     assert len(store.list_posts(limit=1)) == 1
 
 
+def test_list_due_range(store: Store) -> None:
+    posts = [make_post(due_in_s=seconds) for seconds in (10, 20, 30)]
+    store.add(posts)
+    start = posts[1].due_at
+    listed = store.list_posts(due_after=start)
+    assert [p.id for p in listed] == [posts[1].id, posts[2].id]
+    listed = store.list_posts(due_before=start)
+    assert [p.id for p in listed] == [posts[0].id]
+    listed = store.list_posts(due_after=posts[0].due_at, due_before=posts[2].due_at)
+    assert [p.id for p in listed] == [posts[0].id, posts[1].id]
+
+
+def test_list_pages_by_cursor(store: Store) -> None:
+    # Four posts share one due time, so the id alone orders them.
+    shared = utc_now() + timedelta(seconds=30)
+    same_time = [make_post(due_at=shared) for _ in range(4)]
+    later = make_post(due_in_s=60)
+    store.add([*same_time, later])
+    expected = [p.id for p in sorted(same_time, key=lambda p: p.id)] + [later.id]
+    seen: list[str] = []
+    after: tuple[datetime, str] | None = None
+    while page := store.list_posts(after=after, limit=2):
+        seen += [p.id for p in page]
+        after = (page[-1].due_at, page[-1].id)
+    assert seen == expected
+
+
+def test_count_due(store: Store) -> None:
+    now = utc_now()
+    store.add(
+        [
+            make_post(due_at=now - timedelta(seconds=10)),
+            make_post(due_at=now),
+            make_post(due_at=now + timedelta(seconds=10)),
+            make_post(due_at=now - timedelta(seconds=10), status=PostStatus.CANCELLED),
+        ]
+    )
+    assert store.count_due(now) == 2
+    assert store.count_due(now - timedelta(seconds=20)) == 0
+
+
 def test_cancel_scheduled(store: Store) -> None:
     post = make_post(due_in_s=60)
     store.add([post])

@@ -74,9 +74,17 @@ class Store(abc.ABC):
         status: PostStatus | None = None,
         target: str | None = None,
         ids: Sequence[str] | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int | None = 100,
     ) -> list[Post]:
-        """Return posts ordered by due time, filtered by status, target and ids."""
+        """Return posts ordered by due time, then id, filtered by every argument given.
+
+        ``due_after`` is inclusive and ``due_before`` exclusive. ``after`` is
+        the (due time, id) of the last post of a previous page: only posts
+        that come after it in this order are returned.
+        """
 
     def cancel(self, post_id: str, now: datetime) -> Post:
         """Set a scheduled post to ``cancelled`` and return it."""
@@ -226,6 +234,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def next_due_at(self) -> datetime | None:
         """Return the due time of the earliest scheduled post, or None."""
+
+    @abc.abstractmethod
+    def count_due(self, now: datetime) -> int:
+        """Return the number of scheduled posts due at or before ``now``."""
 
     @abc.abstractmethod
     def count_by_status(self) -> dict[PostStatus, int]:

@@ -226,9 +226,13 @@ class MongoStore(Store):
         status: PostStatus | None = None,
         target: str | None = None,
         ids: Sequence[str] | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int | None = 100,
     ) -> list[Post]:
-        """Return posts ordered by due time."""
+        """Return posts ordered by due time, then id."""
+        _check_aware(due_after=due_after, due_before=due_before)
         query: dict[str, Any] = {}
         if status is not None:
             query["status"] = str(status)
@@ -236,6 +240,20 @@ class MongoStore(Store):
             query["target"] = target
         if ids is not None:
             query["_id"] = {"$in": list(ids)}
+        due_range: dict[str, datetime] = {}
+        if due_after is not None:
+            due_range["$gte"] = due_after
+        if due_before is not None:
+            due_range["$lt"] = due_before
+        if due_range:
+            query["due_at"] = due_range
+        if after is not None:
+            last_due_at, last_id = after
+            _check_aware(after=last_due_at)
+            query["$or"] = [
+                {"due_at": {"$gt": last_due_at}},
+                {"due_at": last_due_at, "_id": {"$gt": last_id}},
+            ]
         with self._translate_errors("list posts"):
             cursor = self._posts.find(query).sort(
                 [("due_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
@@ -439,6 +457,14 @@ class MongoStore(Store):
                 sort=[("due_at", pymongo.ASCENDING)],
             )
         return None if document is None else _utc(document["due_at"])
+
+    def count_due(self, now: datetime) -> int:
+        """Return the number of scheduled posts due at or before ``now``."""
+        _check_aware(now=now)
+        with self._translate_errors("count due posts"):
+            return self._posts.count_documents(
+                {"status": str(PostStatus.SCHEDULED), "due_at": {"$lte": now}}
+            )
 
     def count_by_status(self) -> dict[PostStatus, int]:
         """Return the number of posts in each status."""

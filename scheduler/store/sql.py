@@ -277,9 +277,12 @@ class SqlStore(Store):
         status: PostStatus | None = None,
         target: str | None = None,
         ids: Sequence[str] | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
         limit: int | None = 100,
     ) -> list[Post]:
-        """Return posts ordered by due time."""
+        """Return posts ordered by due time, then id."""
         query = sa.select(posts).order_by(posts.c.due_at, posts.c.id)
         if status is not None:
             query = query.where(posts.c.status == str(status))
@@ -287,6 +290,18 @@ class SqlStore(Store):
             query = query.where(posts.c.target == target)
         if ids is not None:
             query = query.where(posts.c.id.in_(list(ids)))
+        if due_after is not None:
+            query = query.where(posts.c.due_at >= due_after)
+        if due_before is not None:
+            query = query.where(posts.c.due_at < due_before)
+        if after is not None:
+            last_due_at, last_id = after
+            query = query.where(
+                sa.or_(
+                    posts.c.due_at > last_due_at,
+                    sa.and_(posts.c.due_at == last_due_at, posts.c.id > last_id),
+                )
+            )
         if limit is not None:
             query = query.limit(limit)
         with self._transaction("list posts") as connection:
@@ -478,6 +493,16 @@ class SqlStore(Store):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return UTCDateTime().process_result_value(value, self._engine.dialect)
+
+    def count_due(self, now: datetime) -> int:
+        """Return the number of scheduled posts due at or before ``now``."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(posts)
+            .where(posts.c.status == str(PostStatus.SCHEDULED), posts.c.due_at <= now)
+        )
+        with self._transaction("count due posts") as connection:
+            return int(connection.execute(query).scalar_one())
 
     def count_by_status(self) -> dict[PostStatus, int]:
         """Return the number of posts in each status."""
