@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ def run_check(
     publish_lease_s: float,
     max_attempts: int,
     missed_grace_s: float,
+    publish_spread: int = 1,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
@@ -56,7 +58,9 @@ def run_check(
     an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
-    burst at the rate the broker and the pool can move tasks.
+    burst at the rate the broker and the pool can move tasks. A claim is split
+    into at least ``publish_spread`` groups when it has that many posts, so
+    posts due together are published by that many pool processes at once.
     """
     if not chain.is_current(task_id):
         logger.info(
@@ -93,6 +97,7 @@ def run_check(
             claim_batch_size,
             publish_batch_size,
             publish_lease_s,
+            publish_spread,
         )
         successor_id = chain.succeed(task_id, store.next_due_at(), utc_now())
     finally:
@@ -108,6 +113,7 @@ def _claim_and_dispatch(
     claim_batch_size: int,
     publish_batch_size: int,
     publish_lease_s: float,
+    publish_spread: int,
 ) -> int:
     claimed = 0
     while True:
@@ -117,10 +123,11 @@ def _claim_and_dispatch(
             now, claim_batch_size, attempt_id, now + timedelta(seconds=publish_lease_s)
         )
         ids = [post.id for post in posts]
-        for start in range(0, len(ids), publish_batch_size):
+        group_size = group_size_for(len(ids), publish_batch_size, publish_spread)
+        for start in range(0, len(ids), group_size):
             # NOTE: a dispatch that fails leaves its posts in ``publishing``
             # until their lease runs out.
-            dispatch(attempt_id, ids[start : start + publish_batch_size])
+            dispatch(attempt_id, ids[start : start + group_size])
         claimed += len(ids)
         if len(ids) < claim_batch_size:
             break
@@ -128,3 +135,14 @@ def _claim_and_dispatch(
     if claimed:
         logger.info("check %s claimed %d due post(s)", task_id, claimed)
     return claimed
+
+
+def group_size_for(claimed: int, publish_batch_size: int, publish_spread: int) -> int:
+    """Return the posts per publishing task for a claim of ``claimed`` posts.
+
+    At most ``publish_batch_size``, and small enough to give ``publish_spread``
+    tasks when there are that many posts: 10 posts on 4 processes go as
+    3, 3, 3 and 1.
+    """
+    per_process = math.ceil(claimed / max(publish_spread, 1))
+    return max(1, min(publish_batch_size, per_process))

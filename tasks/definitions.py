@@ -116,6 +116,7 @@ def register_tasks(app: PostschedCelery) -> None:
             publish_lease_s=settings.publish_lease_s,
             max_attempts=settings.max_attempts,
             missed_grace_s=settings.missed_grace_s,
+            publish_spread=app.pool_size,
         )
         return result.as_dict()
 
