@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -238,13 +238,24 @@ def _offset(moment: datetime) -> str:
 
 
 def _zone_name(moment: datetime) -> str:
-    key = getattr(moment.tzinfo, "key", None)
-    if isinstance(key, str):
-        return key
-    if moment.utcoffset() == UTC.utcoffset(None):
+    zone = moment.tzinfo
+    if isinstance(zone, ZoneInfo) and zone.key:
+        return zone.key
+    offset = moment.utcoffset()
+    if not offset:
         return "UTC"
-    # A fixed offset has no IANA name; keep it as written, such as "UTC+01:00".
-    return moment.tzname() or "UTC"
+    # A fixed offset has no IANA name. Its tzname() can be any text, even
+    # longer than the stores' column or with a NUL, so the offset is kept.
+    return f"UTC{_format_offset(offset)}"
+
+
+def _format_offset(offset: timedelta) -> str:
+    """Format a UTC offset as '+01:00', or '+01:00:30' when it has seconds."""
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes, seconds = divmod(abs(int(offset.total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minutes:02d}"
+    return f"{text}:{seconds:02d}" if seconds else text
 
 
 def validate_content(

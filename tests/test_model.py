@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import timezone as fixed_offset
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -101,6 +102,25 @@ def test_resolve_due_at_valid(
     assert due_at == expected_utc
     assert due_at.tzinfo is UTC
     assert zone == expected_zone
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected_zone"),
+    [
+        (fixed_offset(timedelta(hours=1), "x" * 100), "UTC+01:00"),
+        (fixed_offset(timedelta(hours=-5, minutes=-30), "EST\x00"), "UTC-05:30"),
+        (fixed_offset(timedelta(hours=2, seconds=30), "CEST"), "UTC+02:00:30"),
+        (fixed_offset(timedelta(0), "Zulu time"), "UTC"),
+    ],
+)
+def test_resolve_due_at_names_fixed_offset(
+    zone: fixed_offset, expected_zone: str
+) -> None:
+    # tzname() of a fixed offset is free text, and a store keeps zone names
+    # in 64 characters without NUL, so the offset itself names the zone.
+    _, zone_name = resolve_due_at(datetime(2030, 1, 1, 12, 0, tzinfo=zone))
+
+    assert zone_name == expected_zone
 
 
 @pytest.mark.parametrize(
