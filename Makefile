@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: postsched needs Python 3.11 or newer; install it, or run 'make PYTHON=/path/to/python3.11'" >&2; exit 2; }
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Every benchmark, about 13 minutes on a 2-core machine; see docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,flower,bench]'
+	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ def run_check(
     max_attempts: int,
     missed_grace_s: float,
     metrics: MetricsRecorder | None = None,
+    publish_spread: int = 1,
 ) -> CheckResult:
     """Run check ``task_id``: claim every due post, dispatch it, schedule the successor.
 
@@ -58,9 +60,11 @@ def run_check(
     an outage, a post a day late is listed for an operator, not published.
     Posts are claimed ``claim_batch_size`` at a time and dispatched in groups
     of ``publish_batch_size``, because one task message per post would cap a
-    burst at the rate the broker and the pool can move tasks. Posts that
-    are missed, or that the sweep fails or finds published, are counted in
-    ``metrics`` when given.
+    burst at the rate the broker and the pool can move tasks. A claim is split
+    into at least ``publish_spread`` groups when it has that many posts, so
+    posts due together are published by that many pool processes at once.
+    Posts that are missed, or that the sweep fails or finds published, are
+    counted in ``metrics`` when given.
     """
     if not chain.is_current(task_id):
         logger.info(
@@ -102,6 +106,7 @@ def run_check(
             claim_batch_size,
             publish_batch_size,
             publish_lease_s,
+            publish_spread,
         )
         successor_id = chain.succeed(task_id, store.next_due_at(), utc_now())
     finally:
@@ -117,6 +122,7 @@ def _claim_and_dispatch(
     claim_batch_size: int,
     publish_batch_size: int,
     publish_lease_s: float,
+    publish_spread: int,
 ) -> int:
     claimed = 0
     while True:
@@ -125,10 +131,11 @@ def _claim_and_dispatch(
         posts = store.claim_due(
             now, claim_batch_size, attempt_id, now + timedelta(seconds=publish_lease_s)
         )
-        for start in range(0, len(posts), publish_batch_size):
+        group_size = group_size_for(len(posts), publish_batch_size, publish_spread)
+        for start in range(0, len(posts), group_size):
             # NOTE: a dispatch that fails leaves its posts in ``publishing``
             # until their lease runs out.
-            dispatch(attempt_id, posts[start : start + publish_batch_size])
+            dispatch(attempt_id, posts[start : start + group_size])
         claimed += len(posts)
         if len(posts) < claim_batch_size:
             break
@@ -136,3 +143,14 @@ def _claim_and_dispatch(
     if claimed:
         logger.info("check %s claimed %d due post(s)", task_id, claimed)
     return claimed
+
+
+def group_size_for(claimed: int, publish_batch_size: int, publish_spread: int) -> int:
+    """Return the posts per publishing task for a claim of ``claimed`` posts.
+
+    At most ``publish_batch_size``, and small enough to give ``publish_spread``
+    tasks when there are that many posts: 10 posts on 4 processes go as
+    3, 3, 3 and 1.
+    """
+    per_process = math.ceil(claimed / max(publish_spread, 1))
+    return max(1, min(publish_batch_size, per_process))

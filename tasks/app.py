@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from scheduler.chain import Chain
 from scheduler.config import Settings, load_settings
@@ -41,6 +41,9 @@ class PostschedCelery(Celery):
         super().__init__("postsched", **kwargs)
         self.settings = settings
         self.embedded = embedded
+        # Pool processes (or threads) of the worker running this app, set at
+        # worker start; the check splits each claim over this many tasks.
+        self.pool_size = 1
         self._runtime: Runtime | None = None
 
     def close(self) -> None:
@@ -194,7 +197,26 @@ def create_app(
     app.steps["consumer"].add(ChainWatchdog)
     app.steps["worker"].add(MetricsEndpoint)
     worker_process_init.connect(_warm_up_handler(app), weak=False)
+    worker_init.connect(_pool_size_handler(app), weak=False)
     return app
+
+
+def _pool_size_handler(app: PostschedCelery) -> Callable[..., None]:
+    app_ref = weakref.ref(app)
+
+    def record_pool_size(sender: Any = None, **kwargs: Any) -> None:
+        current = app_ref()
+        if current is None or sender is None or sender.app is not current:
+            return
+        # "auto" and autoscaling resolve later; the CPU count is the usual outcome.
+        concurrency = sender.concurrency
+        current.pool_size = (
+            concurrency
+            if isinstance(concurrency, int) and concurrency > 0
+            else os.cpu_count() or 1
+        )
+
+    return record_pool_size
 
 
 def _warm_up_handler(app: PostschedCelery) -> Callable[..., None]:

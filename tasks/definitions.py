@@ -119,6 +119,7 @@ def register_tasks(app: PostschedCelery) -> None:
             max_attempts=settings.max_attempts,
             missed_grace_s=settings.missed_grace_s,
             metrics=runtime.metrics,
+            publish_spread=app.pool_size,
         )
         return result.as_dict()
 

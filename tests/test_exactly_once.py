@@ -276,3 +276,41 @@ def test_killed_worker_mid_publish_sends_once(
     assert published.external_id == "status-1"
     # The second delivery found the post on the platform instead of sending it.
     assert published.deliveries == 2
+
+
+def test_killed_worker_mid_batch_sends_each_once(
+    platform: Platform, settings: Settings, celery_app: PostschedCelery, tmp_path: Path
+) -> None:
+    # The third post of the batch hangs, so the worker dies with two posts
+    # sent but perhaps not yet recorded, one in flight and two not yet sent.
+    platform.script = [Answer(), Answer(), Answer(delay_s=4.0)]
+    first = start_worker(settings, tmp_path / "worker-1.log", "first")
+    second = None
+    try:
+        due = utc_now() + timedelta(seconds=3)
+        posts = [
+            celery_app.runtime.service.schedule(
+                target="webhook:platform", content=f"post {index}", due_at=due
+            )
+            for index in range(5)
+        ]
+        wait_for(lambda: sum(platform.calls.values()) == 3, timeout_s=30)
+        kill_group(first)
+        second = start_worker(settings, tmp_path / "worker-2.log", "second")
+        wait_for(
+            lambda: all(
+                status_of(celery_app, post) is PostStatus.PUBLISHED for post in posts
+            ),
+            timeout_s=45,
+        )
+    finally:
+        kill_group(first)
+        if second is not None:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(timeout=20)
+    for post in posts:
+        assert platform.calls[post.idempotency_key] == 1, post.content
+    published = [celery_app.runtime.store.get(post.id) for post in posts]
+    assert len({post.external_id for post in published}) == len(posts)
+    # The first worker took the whole batch: every post was delivered to it.
+    assert all(post.deliveries >= 1 for post in published)

@@ -1,4 +1,4 @@
-"""The outbox and webhook publishers, on real files and a local HTTP server."""
+"""The outbox, no-op and webhook publishers, on real files and a local HTTP server."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from scheduler.errors import (
     ValidationError,
 )
 from scheduler.model import Post, utc_now
+from scheduler.publishers.noop import NoopPublisher
 from scheduler.publishers.outbox import OutboxPublisher, read_outbox
 from scheduler.publishers.webhook import WebhookPublisher, display_url, retry_after_s
 
@@ -232,6 +233,31 @@ def test_outbox_concurrent_processes(tmp_path: Path) -> None:
             offset = int(external_id.removeprefix("main:"))
             line_end = data.index(b"\n", offset)
             assert json.loads(data[offset:line_end])["post_id"] == post_id
+
+
+# No-op
+
+
+def test_noop_publish_returns_at_once() -> None:
+    publisher = NoopPublisher()
+    before = utc_now()
+
+    result = publisher.publish(make_post(target="noop:dry-run"))
+
+    assert before <= result.published_at <= utc_now()
+    assert result.external_id == "noop:p1"
+
+
+def test_noop_rejects_account() -> None:
+    with pytest.raises(ValidationError) as caught:
+        NoopPublisher().check_account("a/b")
+
+    assert caught.value.value == "noop:a/b"
+    assert "noop:dry-run" in caught.value.fix
+
+
+def test_noop_find_has_nothing() -> None:
+    assert NoopPublisher().find(make_post(target="noop:dry-run")) is None
 
 
 # Webhook

@@ -41,6 +41,9 @@ class ScriptedPublisher:
     def for_target(self, target: str) -> ScriptedPublisher:
         return self
 
+    def can_find(self, account: str) -> bool:
+        return False
+
     def max_attempts(self, account: str) -> int | None:
         return None
 
@@ -354,3 +357,75 @@ def test_huge_retry_after_capped(store: SqlStore) -> None:
     post = store.get("p1")
     assert post.status is PostStatus.SCHEDULED
     assert post.due_at <= utc_now() + timedelta(days=1)
+
+
+def test_batch_one_failure_others_published(tmp_path: Path, store: SqlStore) -> None:
+    now = utc_now()
+    batch = [
+        Post(
+            id=f"b{index}",
+            target="outbox:main",
+            content=f"post {index}",
+            due_at=now - timedelta(seconds=1),
+            timezone="UTC",
+        )
+        for index in range(5)
+    ]
+    # Its webhook account was removed from the settings after it was scheduled.
+    batch[2] = Post(
+        id="b2",
+        target="webhook:removed",
+        content="post 2",
+        due_at=now - timedelta(seconds=1),
+        timezone="UTC",
+    )
+    store.add(batch)
+    claimed = store.claim_due(now, 10, "attempt-1", now + timedelta(minutes=5))
+    publishers = Publishers(Settings(data_dir=tmp_path, outbox_dir=tmp_path))
+
+    outcomes = publish_claimed(
+        store, publishers, "attempt-1", [post.id for post in claimed], policy=POLICY
+    )
+
+    assert outcomes == {"published": 4, "failed": 1}
+    failed = store.get("b2")
+    assert failed.status is PostStatus.FAILED
+    assert "not configured" in (failed.last_error or "")
+    for post_id in ("b0", "b1", "b3", "b4"):
+        assert store.get(post_id).status is PostStatus.PUBLISHED
+        assert store.get(post_id).deliveries == 1
+        assert [a.outcome for a in store.list_attempts(post_id)] == ["published"]
+    lines = read_outbox(tmp_path / "main.jsonl")
+    assert sorted(line["post_id"] for line in lines) == ["b0", "b1", "b3", "b4"]
+
+
+def test_batch_redelivered_sends_nothing_twice(tmp_path: Path, store: SqlStore) -> None:
+    now = utc_now()
+    store.add(
+        [
+            Post(
+                id=f"r{index}",
+                target="outbox:main",
+                content=f"post {index}",
+                due_at=now - timedelta(seconds=1),
+                timezone="UTC",
+            )
+            for index in range(4)
+        ]
+    )
+    ids = [
+        post.id for post in store.claim_due(now, 10, "a1", now + timedelta(minutes=5))
+    ]
+    publishers = Publishers(Settings(data_dir=tmp_path, outbox_dir=tmp_path))
+    # A first delivery that died after sending r0 and before recording it.
+    store.begin_first_deliveries(ids, "a1")
+    publishers.for_target("outbox:main").publish(store.get("r0"))
+
+    outcomes = publish_claimed(store, publishers, "a1", ids, policy=POLICY)
+
+    assert outcomes == {"published": 4}
+    lines = read_outbox(tmp_path / "main.jsonl")
+    assert sorted(line["post_id"] for line in lines) == ids
+    for post_id in ids:
+        assert store.get(post_id).status is PostStatus.PUBLISHED
+        assert store.get(post_id).deliveries == 2

@@ -718,6 +718,10 @@ class SlowCountingPublisher:
     def for_target(self, target: str) -> SlowCountingPublisher:
         return self
 
+    def can_find(self, account: str) -> bool:
+        # True, so racing batches take the grouped path of publish_claimed.
+        return True
+
     def publish(self, post: Post) -> PublishResult:
         from scheduler.publishers.base import PublishResult
 

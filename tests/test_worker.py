@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from scheduler.check import run_check
+from scheduler.check import group_size_for, run_check
 from scheduler.config import Settings
 from scheduler.errors import StoreUnavailableError
 from scheduler.model import Post, PostStatus, utc_now
@@ -223,3 +223,20 @@ def test_running_check_not_revoked(
         wait_for(lambda: status_of(celery_app, soon) is PostStatus.PUBLISHED)
     assert revoked == []
     assert f"check {running.task_id} is running; replaced by check" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("claimed", "batch_size", "spread", "expected"),
+    [
+        (10, 50, 4, 3),
+        (10, 50, 1, 10),
+        (500, 50, 2, 50),
+        (1, 50, 4, 1),
+        (0, 50, 4, 1),
+        (7, 2, 2, 2),
+    ],
+)
+def test_group_size_spreads_claim(
+    claimed: int, batch_size: int, spread: int, expected: int
+) -> None:
+    assert group_size_for(claimed, batch_size, spread) == expected

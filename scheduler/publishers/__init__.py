@@ -8,6 +8,7 @@ from scheduler.config import Settings
 from scheduler.errors import ValidationError
 from scheduler.publishers.base import Publisher, PublishResult
 from scheduler.publishers.mastodon import MastodonPublisher
+from scheduler.publishers.noop import NoopPublisher
 from scheduler.publishers.outbox import OutboxPublisher
 from scheduler.publishers.webhook import WebhookPublisher
 
@@ -33,10 +34,12 @@ class Publishers:
         outbox = OutboxPublisher(settings.resolved_outbox_dir)
         webhook = WebhookPublisher(settings.webhooks)
         mastodon = MastodonPublisher(settings.mastodon)
+        noop = NoopPublisher()
         self._by_name: dict[str, Publisher] = {
             outbox.name: outbox,
             webhook.name: webhook,
             mastodon.name: mastodon,
+            noop.name: noop,
         }
 
     def for_target(self, target: str) -> Publisher:

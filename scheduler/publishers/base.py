@@ -43,6 +43,10 @@ class Publisher(abc.ABC):
         """Return the attempts allowed for posts of ``account``, or None for the global setting."""
         return None
 
+    def can_find(self, account: str) -> bool:
+        """Return whether ``find`` can look up the posts of ``account``."""
+        return False
+
     def find(self, post: Post) -> PublishResult | None:
         """Return what the platform holds for ``post``, looked up by its idempotency key.
 

@@ -88,6 +88,10 @@ class OutboxPublisher(Publisher):
             ) from exc
         return PublishResult(published_at, external_id=f"{post.account}:{offset}")
 
+    def can_find(self, account: str) -> bool:
+        """Return True: every outbox file can be searched by idempotency key."""
+        return True
+
     def find(self, post: Post) -> PublishResult | None:
         """Return the line already written for ``post``, found by its idempotency key."""
         path = self.path_for(post.account)

@@ -98,6 +98,11 @@ class WebhookPublisher(Publisher):
         )
         return PublishResult(published_at, external_id=_response_id(response))
 
+    def can_find(self, account: str) -> bool:
+        """Return whether ``account`` has a ``lookup_url``."""
+        settings = self._webhooks.get(account)
+        return settings is not None and settings.lookup_url is not None
+
     def find(self, post: Post) -> PublishResult | None:
         """Ask the receiver's ``lookup_url`` whether it has ``post``, by idempotency key.
 

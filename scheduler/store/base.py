@@ -34,6 +34,14 @@ class SweepResult:
         return self.rescheduled + self.failed + self.published
 
 
+@dataclass(frozen=True)
+class PublishedRecord:
+    """The platform's publishing time and id of a post, to be recorded as published."""
+
+    published_at: datetime
+    external_id: str | None
+
+
 def lease_error(max_attempts: int) -> str:
     """Return the last error of a post failed by the sweep."""
     return (
@@ -123,9 +131,42 @@ class Store(abc.ABC):
         Returns None when the post is not publishing under ``attempt_id``.
         """
 
+    def begin_first_deliveries(
+        self, post_ids: Sequence[str], attempt_id: str
+    ) -> list[Post]:
+        """Count the first delivery of each post of ``post_ids`` at once, and return them.
+
+        Only posts publishing under ``attempt_id`` with no delivery counted yet
+        are changed and returned; the caller begins every other one on its own
+        with ``begin_delivery``. This default begins none, which is always
+        correct; a store that can do it in one statement overrides it.
+        """
+        return []
+
     @abc.abstractmethod
     def add_attempt(self, attempt: Attempt) -> None:
         """Record one attempt to publish a post."""
+
+    def record_published(
+        self, published: Sequence[tuple[Attempt, PublishedRecord]]
+    ) -> set[str]:
+        """Set each post of ``published`` to ``published`` and record its attempt.
+
+        Returns the ids of the posts recorded. A post that is not publishing
+        under its attempt id any more is left alone and missing from the
+        result, but its attempt is recorded all the same.
+        """
+        recorded = set()
+        for attempt, record in published:
+            if self.mark_published(
+                attempt.post_id,
+                attempt.attempt_id,
+                record.published_at,
+                record.external_id,
+            ):
+                recorded.add(attempt.post_id)
+            self.add_attempt(attempt)
+        return recorded
 
     @abc.abstractmethod
     def list_attempts(self, post_id: str) -> list[Attempt]:

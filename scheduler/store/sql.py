@@ -23,7 +23,13 @@ from scheduler.errors import (
     StoreUnavailableError,
 )
 from scheduler.model import Attempt, Post, PostStatus
-from scheduler.store.base import Store, SweepResult, lease_error, missed_error
+from scheduler.store.base import (
+    PublishedRecord,
+    Store,
+    SweepResult,
+    lease_error,
+    missed_error,
+)
 from scheduler.urls import mask_url
 
 logger = logging.getLogger(__name__)
@@ -112,6 +118,24 @@ schema_version = sa.Table(
     "schema_version",
     metadata,
     sa.Column("version", sa.Integer, primary_key=True),
+)
+
+
+# One statement for every post that record_published marks; bound per post.
+_PUBLISH_MANY = (
+    posts.update()
+    .where(
+        posts.c.id == sa.bindparam("b_id"),
+        posts.c.status == str(PostStatus.PUBLISHING),
+        posts.c.attempt_id == sa.bindparam("b_attempt_id"),
+    )
+    .values(
+        status=str(PostStatus.PUBLISHED),
+        published_at=sa.bindparam("b_published_at"),
+        external_id=sa.bindparam("b_external_id"),
+        lease_until=None,
+        updated_at=sa.bindparam("b_published_at"),
+    )
 )
 
 
@@ -339,10 +363,67 @@ class SqlStore(Store):
             row = connection.execute(statement).mappings().first()
         return None if row is None else _from_row(row)
 
+    def begin_first_deliveries(
+        self, post_ids: Sequence[str], attempt_id: str
+    ) -> list[Post]:
+        """Count the first delivery of the posts in one UPDATE ... RETURNING statement."""
+        if not post_ids:
+            return []
+        statement = (
+            posts.update()
+            .where(
+                posts.c.id.in_(list(post_ids)),
+                posts.c.status == str(PostStatus.PUBLISHING),
+                posts.c.attempt_id == attempt_id,
+                posts.c.deliveries == 0,
+            )
+            .values(deliveries=1)
+            .returning(*posts.c)
+        )
+        with self._transaction("count first deliveries") as connection:
+            return [_from_row(row) for row in connection.execute(statement).mappings()]
+
     def add_attempt(self, attempt: Attempt) -> None:
         """Record one attempt to publish a post."""
         with self._transaction("record an attempt") as connection:
             connection.execute(attempts.insert().values(**vars(attempt)))
+
+    def record_published(
+        self, published: Sequence[tuple[Attempt, PublishedRecord]]
+    ) -> set[str]:
+        """Record the posts and their attempts in one transaction of two executemany calls."""
+        if not published:
+            return set()
+        rows = [
+            {
+                "b_id": attempt.post_id,
+                "b_attempt_id": attempt.attempt_id,
+                "b_published_at": record.published_at,
+                "b_external_id": record.external_id,
+            }
+            for attempt, record in published
+        ]
+        ids = [attempt.post_id for attempt, _ in published]
+        with self._transaction("mark posts published") as connection:
+            updated = connection.execute(_PUBLISH_MANY, rows).rowcount
+            connection.execute(
+                attempts.insert(), [vars(attempt) for attempt, _ in published]
+            )
+            if updated == len(rows):
+                return set(ids)
+            # Some claims had ended: find the posts this call published.
+            found = connection.execute(
+                sa.select(posts.c.id, posts.c.attempt_id, posts.c.external_id).where(
+                    posts.c.id.in_(ids), posts.c.status == str(PostStatus.PUBLISHED)
+                )
+            ).all()
+        expected = {row["b_id"]: row for row in rows}
+        return {
+            post_id
+            for post_id, attempt_id, external_id in found
+            if expected[post_id]["b_attempt_id"] == attempt_id
+            and expected[post_id]["b_external_id"] == external_id
+        }
 
     def list_attempts(self, post_id: str) -> list[Attempt]:
         """Return the recorded attempts of a post, oldest first."""

@@ -1,0 +1,1 @@
+"""Benchmarks of postsched against celery beat polling and BullMQ; see docs/benchmarks.md."""
