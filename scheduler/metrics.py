@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -127,6 +127,33 @@ class MetricsRecorder:
                 post_id,
                 target,
                 outcome,
+                exc,
+            )
+
+    def count_published(self, published: Sequence[tuple[str, float]]) -> None:
+        """Count posts recorded as published, given as (target, lateness in seconds).
+
+        One Redis round trip for the whole group, so a batch of posts costs
+        one write to the metrics, not one per post. A Redis error is logged,
+        not raised.
+        """
+        if not published:
+            return
+        pipeline = self._client.pipeline(transaction=True)
+        lateness_key = self._keys.metrics_lateness
+        for target, lateness_s in published:
+            observed_s = max(lateness_s, 0.0)
+            pipeline.hincrby(
+                self._keys.metrics_posts, _posts_field(PUBLISHED, target), 1
+            )
+            pipeline.hincrby(lateness_key, _bucket_of(observed_s), 1)
+            pipeline.hincrbyfloat(lateness_key, SUM_FIELD, observed_s)
+        try:
+            pipeline.execute()
+        except redis.RedisError as exc:
+            logger.warning(
+                "could not count %d published post(s) in the metrics: %s",
+                len(published),
                 exc,
             )
 

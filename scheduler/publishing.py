@@ -111,7 +111,7 @@ def publish_claimed(
     policy = policy or RetryPolicy()
     outcomes: Counter[str] = Counter()
     begun = _begin_first_deliveries(store, publishers, attempt_id, post_ids)
-    pending = PendingRecords(store)
+    pending = PendingRecords(store, metrics)
     for post_id in post_ids:
         outcome, retry_at = _publish_one(
             store,
@@ -172,11 +172,13 @@ class PendingRecords:
     """Published posts waiting to be recorded in the store together.
 
     The oldest waits at most ``RECORD_INTERVAL_S`` plus one publish, so a slow
-    publisher still has each post recorded right after it was sent.
+    publisher still has each post recorded right after it was sent. The posts
+    recorded are counted in ``metrics``, when given, in one write per group.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: MetricsRecorder | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.items: list[tuple[Post, Attempt, PublishedRecord]] = []
         self.oldest_at = 0.0
 
@@ -227,6 +229,14 @@ class PendingRecords:
             break
         for post, attempt, record in items:
             _log_recorded(post, attempt.attempt_id, record, post.id in recorded)
+        if self.metrics is not None:
+            self.metrics.count_published(
+                [
+                    (post.target, (record.published_at - post.due_at).total_seconds())
+                    for post, _, record in items
+                    if post.id in recorded
+                ]
+            )
 
 
 def _log_recorded(
@@ -271,7 +281,8 @@ def _publish_one(
         return "skipped", None
 
     ended = _attempt(store, publishers, post, attempt_id, policy)
-    if metrics is not None:
+    # A post still to be recorded is counted when it is, by ``pending``.
+    if metrics is not None and ended.to_record is None:
         lateness_s = None
         if ended.published_at is not None:
             lateness_s = (ended.published_at - post.due_at).total_seconds()

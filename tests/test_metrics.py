@@ -23,6 +23,9 @@ from scheduler.config import Settings, WebhookSettings
 from scheduler.keys import RedisKeys
 from scheduler.metrics import MetricsRecorder, create_registry
 from scheduler.model import Post, PostStatus, utc_now
+from scheduler.publishers.base import PublishResult
+from scheduler.publishing import RetryPolicy, publish_claimed
+from scheduler.store.base import Store
 from tasks.app import PostschedCelery, create_app
 
 T = TypeVar("T")
@@ -203,6 +206,77 @@ def test_lateness_buckets_are_cumulative(
         "postsched_posts_retried_total",
         (("target", "outbox:main"),),
     ) not in samples
+
+
+class ClaimEndingPublisher:
+    """Publishes every post; the claim of post ``ends`` ends while it is sent."""
+
+    name = "ending"
+
+    def __init__(self, store: Store, attempt_id: str, ends: str) -> None:
+        self.store = store
+        self.attempt_id = attempt_id
+        self.ends = ends
+
+    def for_target(self, target: str) -> ClaimEndingPublisher:
+        return self
+
+    def can_find(self, account: str) -> bool:
+        return True
+
+    def max_attempts(self, account: str) -> int | None:
+        return None
+
+    def find(self, post: Post) -> PublishResult | None:
+        return None
+
+    def publish(self, post: Post) -> PublishResult:
+        if post.id == self.ends:
+            now = utc_now()
+            self.store.retry_later(
+                post.id, self.attempt_id, now + timedelta(hours=1), "moved", now
+            )
+        return PublishResult(published_at=utc_now(), external_id=f"ext-{post.id}")
+
+
+def test_batch_counts_only_recorded_posts(
+    celery_app: PostschedCelery, settings: Settings
+) -> None:
+    store = celery_app.runtime.store
+    now = utc_now()
+    store.add(
+        [
+            Post(
+                id=f"b{index}",
+                target="outbox:batch",
+                content=f"post {index}",
+                due_at=now - timedelta(seconds=2),
+                timezone="UTC",
+            )
+            for index in range(5)
+        ]
+    )
+    claimed = store.claim_due(now, 10, "a1", now + timedelta(minutes=5))
+    publisher = ClaimEndingPublisher(store, "a1", ends="b3")
+    recorder = MetricsRecorder(celery_app.runtime.redis, RedisKeys(settings.key_prefix))
+
+    outcomes = publish_claimed(
+        store,
+        publisher,  # type: ignore[arg-type]
+        "a1",
+        [post.id for post in claimed],
+        policy=RetryPolicy(max_attempts=3, backoff_s=1.0, backoff_max_s=4.0),
+        metrics=recorder,
+    )
+
+    assert outcomes == {"published": 5}
+    assert store.get("b3").status is PostStatus.SCHEDULED
+    samples = parse(
+        generate_latest(create_registry(recorder, celery_app.runtime.chain)).decode()
+    )
+    assert post_counter(samples, "published", "outbox:batch") == 4
+    assert samples[("postsched_publish_lateness_seconds_count", ())] == 4
+    assert samples[("postsched_publish_lateness_seconds_sum", ())] >= 4 * 2.0
 
 
 def test_chain_gauge_zero_without_live_check(
