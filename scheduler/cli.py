@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,6 +31,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from scheduler.config import load_settings
 from scheduler.csv_import import CsvFileError, ImportReport
@@ -75,8 +77,13 @@ app = typer.Typer(
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
 )
-console = Console()
-error_console = Console(stderr=True)
+# soft_wrap: a message or path longer than the terminal, or than 80 columns
+# when the output is a file or pipe, stays on one line. markup off: post
+# content, file names and values in messages are printed as they are, so
+# text such as "[/]" is neither styling nor an error; styled text is built
+# with Text.
+console = Console(soft_wrap=True, markup=False)
+error_console = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 class DateFormat(enum.StrEnum):
@@ -88,7 +95,7 @@ class DateFormat(enum.StrEnum):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    error_console.print(Text("error:", style="bold red"), message, highlight=False)
     raise typer.Exit(code)
 
 
@@ -114,11 +121,7 @@ def _errors_as_exit_codes() -> Iterator[None]:
     except PostschedError as exc:
         _fail(str(exc), EXIT_FAILED)
     except (redis.RedisError, kombu.exceptions.KombuError) as exc:
-        _fail(
-            f"cannot reach Redis: {exc}; start a worker ('postsched worker') for the embedded "
-            "Redis, or set POSTSCHED_BROKER_URL to a running one",
-            EXIT_UNAVAILABLE,
-        )
+        _fail(f"cannot reach Redis: {exc}; {_redis_fix()}", EXIT_UNAVAILABLE)
     finally:
         while _open_apps:
             opened = _open_apps.pop()
@@ -126,10 +129,26 @@ def _errors_as_exit_codes() -> Iterator[None]:
             opened.close()
 
 
+def _redis_fix() -> str:
+    """Say how to make Redis reachable, for the URLs this process was given."""
+    given = [
+        name
+        for name in ("POSTSCHED_BROKER_URL", "POSTSCHED_RESULT_BACKEND")
+        if os.environ.get(name)
+    ]
+    if given:
+        return f"check that the Redis server at {' and '.join(given)} is running and the URL is right"
+    return (
+        "start a worker ('postsched worker') for the embedded Redis, "
+        "or set POSTSCHED_BROKER_URL to a running one"
+    )
+
+
 def _warn_if_not_woken(service: PostService) -> None:
     if service.wake_error is not None:
         error_console.print(
-            f"[yellow]warning:[/] stored, but the check chain could not be woken ({service.wake_error}); "
+            Text("warning:", style="yellow"),
+            f"stored, but the check chain could not be woken ({service.wake_error}); "
             "the posts are published once a worker runs",
             highlight=False,
         )
@@ -170,9 +189,9 @@ def _print_status(report: StatusReport) -> None:
     for post_status in PostStatus:
         table.add_row(str(post_status), str(report.counts.get(post_status, 0)))
     verdict = (
-        "[green]healthy[/]"
+        Text("healthy", style="green")
         if report.healthy
-        else "[bold red]posts are overdue and no live check exists[/]"
+        else Text("posts are overdue and no live check exists", style="bold red")
     )
     table.add_row("chain", verdict)
     console.print(table)
@@ -317,7 +336,8 @@ def show(
         post, attempts = _service().show(post_id)
     if as_json:
         payload = post_to_dict(post)
-        payload["attempts"] = [
+        # "attempts" is the count, as in `list --json` and the HTTP API.
+        payload["history"] = [
             {**vars(attempt), "started_at": attempt.started_at.isoformat()}
             for attempt in attempts
         ]

@@ -68,7 +68,10 @@ class StatusReport:
             "check_alive": self.check_alive,
             "next_post": next_post,
             "oldest_overdue_s": round(self.oldest_overdue_s, 3),
-            "counts": {str(status): count for status, count in self.counts.items()},
+            # Every status, with 0 for those no post is in, so the keys are stable.
+            "counts": {
+                str(status): self.counts.get(status, 0) for status in PostStatus
+            },
         }
 
 

@@ -175,7 +175,8 @@ def test_show_json_has_attempts(store: SqlStore) -> None:
     shown = json.loads(output)
     assert code == 0
     assert shown["id"] == post["id"]
-    assert shown["attempts"] == []
+    assert shown["history"] == []
+    assert shown["attempts"] == 0
 
 
 def test_status_unhealthy_when_overdue_and_idle(store: SqlStore) -> None:
@@ -311,6 +312,22 @@ def test_list_table_wide_shows_content(
     assert "Doors open at six" in output
 
 
+@pytest.mark.parametrize("content", ["[/]", "[bold]not bold[/bold]", "[red"])
+def test_brackets_printed_as_written(
+    store: SqlStore, tmp_path: Path, content: str
+) -> None:
+    csv_file = tmp_path / "brackets.csv"
+    csv_file.write_text(f"{content},hello\n")
+    code, output = invoke("import", str(csv_file), "--tz", "UTC", "--skip-invalid")
+    assert code == 0, output
+    assert f"invalid due_at '{content}'" in output
+
+    post = schedule_json(content, "--at", future())
+    code, output = invoke("show", str(post["id"]))
+    assert code == 0, output
+    assert content in output
+
+
 def test_status_json_keys(store: SqlStore) -> None:
     schedule_json("soon", "--at", future())
     code, output = invoke("status", "--json")
@@ -324,7 +341,15 @@ def test_status_json_keys(store: SqlStore) -> None:
         "oldest_overdue_s",
         "counts",
     }
-    assert report["counts"] == {"scheduled": 1}
+    assert report["counts"] == {
+        "scheduled": 1,
+        "publishing": 0,
+        "published": 0,
+        "failed": 0,
+        "missed": 0,
+        "unconfirmed": 0,
+        "cancelled": 0,
+    }
     assert set(report["next_post"]) == {"id", "due_at"}
     assert set(report["check"]) == {"task_id", "eta", "state", "lease_live"}
     assert datetime.fromisoformat(report["check"]["eta"]).utcoffset() == timedelta(0)
@@ -413,6 +438,8 @@ def test_unreachable_redis_exits_3(
     code, output = invoke("status", "--json")
     assert code == EXIT_UNAVAILABLE
     assert "cannot reach Redis" in output
+    assert "POSTSCHED_BROKER_URL and POSTSCHED_RESULT_BACKEND is running" in output
+    assert "embedded" not in output
 
 
 def test_invalid_setting_exits_2(
