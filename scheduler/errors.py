@@ -36,7 +36,7 @@ class ValidationError(PostschedError):
         """Return the error as a JSON-serialisable dict."""
         return {
             "field": self.field,
-            "value": _shorten(self.value),
+            "value": _shorten_text(self.value),
             "reason": self.reason,
             "fix": self.fix,
         }
@@ -126,7 +126,19 @@ class UnknownOutcomeError(PublishError):
 
 
 def _shorten(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    """Return ``value`` as Python writes it, quotes included, cut to ``limit``."""
+    return _cut(repr(value), limit)
+
+
+def _shorten_text(value: Any, limit: int = 80) -> str:
+    """Return a string ``value`` as it is, and any other value as Python writes it, cut to ``limit``.
+
+    For JSON answers, where a string value needs no quotes of its own.
+    """
+    return _cut(value if isinstance(value, str) else repr(value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 20]}...({len(text)} chars)"

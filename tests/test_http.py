@@ -146,7 +146,7 @@ def test_create_unknown_target_rejected(client: TestClient, store: SqlStore) -> 
         "/posts", json={"target": "nowhere:x", "content": "hi", "publish_now": True}
     )
     problem = assert_problem(response, 422, "validation_error")
-    assert problem["errors"][0]["value"] == "'nowhere:x'"
+    assert problem["errors"][0]["value"] == "nowhere:x"
     assert stored(store) == []
 
 
@@ -249,6 +249,27 @@ def test_list_invalid_query_rejected(
         client.get("/posts", params=params), 422, "validation_error"
     )
     assert [error["field"] for error in problem["errors"]] == [field]
+
+
+def test_date_without_offset_gets_an_example(client: TestClient) -> None:
+    problem = assert_problem(
+        client.get("/posts", params={"due_after": "2026-12-07"}),
+        422,
+        "validation_error",
+    )
+    [error] = problem["errors"]
+    assert error["value"] == "2026-12-07"
+    assert error["reason"] == "not a date and time with a UTC offset"
+    assert "'2026-12-07T09:00:00Z'" in error["fix"]
+    assert "\\d{4}" not in problem["detail"]
+
+
+def test_malformed_post_id_named(client: TestClient) -> None:
+    problem = assert_problem(client.get("/posts/not-an-id"), 422, "validation_error")
+    [error] = problem["errors"]
+    assert error["field"] == "post_id"
+    assert error["reason"] == "not a post id"
+    assert "32 hex digit" in error["fix"]
 
 
 def test_patch_content_and_due_at(client: TestClient) -> None:

@@ -13,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.errors import ValidationError
 from scheduler.model import Attempt, Post, PostStatus, to_utc
 
+POST_ID_PATTERN = "^[0-9a-f]{32}$"
+# An RFC 3339 date and time with a UTC offset, such as 2030-12-24T18:00:00+01:00.
+# Pydantic's datetime would also take numbers as Unix times, which the spec does not list.
+DATE_TIME_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
 # A due time far enough ahead that the examples in the spec stay valid.
 EXAMPLE_DUE_AT = "2099-12-24T18:00:00+01:00"
 

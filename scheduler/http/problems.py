@@ -29,7 +29,7 @@ from scheduler.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from scheduler.http.models import SkippedRow
+from scheduler.http.models import DATE_TIME_PATTERN, POST_ID_PATTERN, SkippedRow
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ PROBLEM_JSON = "application/problem+json"
 # Seconds a client should wait before retrying after the store was unreachable.
 RETRY_AFTER_S = 5
 SPEC_FIX = "see the request schema in the OpenAPI spec at /openapi.json"
+# Reason and fix for a value that does not match one of these patterns, in
+# place of pydantic's message, which quotes the regular expression.
+PATTERN_ERRORS = {
+    DATE_TIME_PATTERN: (
+        "not a date and time with a UTC offset",
+        "write it like '2026-12-07T09:00:00Z' or '2026-12-07T09:00:00+01:00'",
+    ),
+    POST_ID_PATTERN: (
+        "not a post id",
+        "use the 32 hex digit id that POST /posts or GET /posts returned",
+    ),
+}
 
 
 class FieldError(BaseModel):
@@ -158,9 +170,11 @@ def _field_error(error: Any) -> FieldError:
     location = [str(part) for part in error.get("loc", ())]
     # The first part is where the field was: body, query, path or header.
     field = ".".join(location[1:]) or (location[0] if location else "request")
-    shortened = ValidationError(
-        field, error.get("input"), error.get("msg", "invalid"), SPEC_FIX
-    ).to_dict()
+    reason, fix = error.get("msg", "invalid"), SPEC_FIX
+    if error.get("type") == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        reason, fix = PATTERN_ERRORS.get(pattern, (reason, fix))
+    shortened = ValidationError(field, error.get("input"), reason, fix).to_dict()
     return FieldError(**shortened)
 
 

@@ -24,7 +24,9 @@ from scheduler.api import SchedulePost, schedule_from_payload
 from scheduler.csv_import import DEFAULT_TARGET
 from scheduler.errors import ValidationError
 from scheduler.http.models import (
+    DATE_TIME_PATTERN,
     EXAMPLE_DUE_AT,
+    POST_ID_PATTERN,
     AttemptOut,
     ImportResult,
     PostDetail,
@@ -41,13 +43,7 @@ from scheduler.service import PostService
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-POST_ID_PATTERN = "^[0-9a-f]{32}$"
 IMPORT_PATH = "/posts/import"
-# An RFC 3339 date and time with a UTC offset, such as 2030-12-24T18:00:00+01:00.
-# Pydantic's datetime would also take numbers as Unix times, which the spec does not list.
-DATE_TIME_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})$"
-)
 
 PostId = Annotated[
     str, Path(pattern=POST_ID_PATTERN, description="Post id, 32 hex digits")
