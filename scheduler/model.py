@@ -231,7 +231,8 @@ def _resolve_due_at(
             "due_at",
             value if isinstance(value, str) else value.isoformat(),
             "no time zone given",
-            "add a UTC offset such as '+01:00', or give the time zone it is written in (--tz Europe/Berlin)",
+            "add a UTC offset such as '+01:00', or give the time zone it is written in, "
+            "such as Europe/Berlin: the timezone field of the API, or --tz on the command line",
         )
     return truncate_to_ms(_localize(parsed, zone)), zone.key
 

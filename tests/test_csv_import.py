@@ -177,7 +177,9 @@ def test_bulk_without_tz(rules: Publishers) -> None:
     [error] = result.errors
     assert error.line == 1
     assert "no time zone given" in error.reason
-    assert "--tz Europe/Berlin" in error.reason
+    assert "Europe/Berlin" in error.reason
+    assert "--tz on the command line" in error.reason
+    assert "timezone field" in error.reason
 
 
 def test_bulk_unknown_tz(rules: Publishers) -> None:
