@@ -695,6 +695,12 @@ def test_unreachable_mongodb_is_unavailable() -> None:
     message = str(caught.value)
     assert "admin:***@127.0.0.1:1/postsched" in message
     assert "hunter2" not in message
+    # pymongo's description of every known server is left out.
+    assert "Topology" not in message
+    assert len(message.splitlines()) == 1
+    assert message.endswith(
+        "check that MongoDB is running and POSTSCHED_STORE_URL is right"
+    )
 
 
 def test_invalid_mongodb_url_rejected() -> None:

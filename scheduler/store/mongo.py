@@ -121,7 +121,8 @@ class MongoStore(Store):
             yield
         except ConnectionFailure as exc:
             raise StoreUnavailableError(
-                f"could not {operation} in the store at {self._display_url}: {exc}; "
+                f"could not {operation} in the store at {self._display_url}: "
+                f"{_without_topology(exc)}; "
                 "check that MongoDB is running and POSTSCHED_STORE_URL is right"
             ) from exc
 
@@ -511,3 +512,13 @@ def _check_aware(**values: Any) -> None:
 def _utc(value: datetime) -> datetime:
     # A client made without tz_aware (mongomock's default) returns naive UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _without_topology(exc: Exception) -> str:
+    """Return the message of ``exc`` without the topology that server selection appends.
+
+    A server selection timeout ends with a description of every known
+    server, several lines long, which says nothing more to an operator.
+    """
+    message = str(exc).split(", Topology Description:")[0]
+    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__

@@ -233,7 +233,8 @@ class SqlStore(Store):
         except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailableError(
                 f"could not {operation} in the store at {self._display_url}: {_first_line(exc)}; "
-                "check that the database server is running and POSTSCHED_STORE_URL is right"
+                "check that the database server is running and that POSTSCHED_STORE_URL "
+                "names the right host, user, password and database"
             ) from exc
         except sa.exc.TimeoutError as exc:
             raise StoreUnavailableError(
