@@ -7,6 +7,7 @@ the job's completion for BullMQ); the rate is posts divided by the drain time.
 
     .venv/bin/python -m bench.burst
     .venv/bin/python -m bench.burst --posts 2000
+    .venv/bin/python -m bench.burst --publish-batch-size 250
 """
 
 from __future__ import annotations
@@ -45,9 +46,17 @@ def drain_figures(contender: str, outcomes: Sequence[Outcome]) -> dict[str, Any]
 
 
 def measure(
-    redis_server: RedisServer, workdir: Path, console: Console, posts: int = POSTS
+    redis_server: RedisServer,
+    workdir: Path,
+    console: Console,
+    posts: int = POSTS,
+    publish_batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure postsched, then BullMQ when node and npm are installed."""
+    """Measure postsched, then BullMQ when node and npm are installed.
+
+    ``publish_batch_size`` sets the worker's POSTSCHED_PUBLISH_BATCH_SIZE
+    instead of its default.
+    """
     kinds: list[type[Postsched] | type[Bullmq]] = [Postsched]
     reason = Bullmq.unavailable_reason()
     if reason is None:
@@ -61,7 +70,14 @@ def measure(
         contender_dir.mkdir()
         with redis_server.client() as client:
             client.flushall()
-        contender = kind(redis_server, contender_dir)
+        if kind is Postsched and publish_batch_size is not None:
+            contender: Postsched | Bullmq = Postsched(
+                redis_server,
+                contender_dir,
+                {"POSTSCHED_PUBLISH_BATCH_SIZE": str(publish_batch_size)},
+            )
+        else:
+            contender = kind(redis_server, contender_dir)
         console.print(f"burst: {contender.name}, {posts} posts due in one second")
         due_s = next_whole_second(LEAD_S)
         outcomes = contender.run(make_posts([due_s] * posts, "burst"), SETTLE_S)
@@ -92,12 +108,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--posts", type=int, default=POSTS)
+    parser.add_argument(
+        "--publish-batch-size",
+        type=int,
+        help="the worker's POSTSCHED_PUBLISH_BATCH_SIZE (default: its own, 50)",
+    )
     options = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="postsched-bench-") as name:
         workdir = Path(name)
         with private_redis(workdir) as redis_server:
-            rows = measure(redis_server, workdir, console, options.posts)
+            rows = measure(
+                redis_server,
+                workdir,
+                console,
+                options.posts,
+                options.publish_batch_size,
+            )
     print_rows(rows, console)
 
 

@@ -154,9 +154,16 @@ class Postsched:
 
     name = "postsched"
 
-    def __init__(self, redis_server: RedisServer, workdir: Path) -> None:
+    def __init__(
+        self,
+        redis_server: RedisServer,
+        workdir: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.redis_server = redis_server
         self.workdir = workdir
+        # POSTSCHED_* variables for the worker, over its defaults.
+        self.settings = settings or {}
         self.log = workdir / "postsched-worker.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -165,7 +172,7 @@ class Postsched:
         self.process = start_process(
             [str(VENV_BIN / "postsched"), "worker"],
             self.log,
-            store_env(self.redis_server, self.workdir),
+            {**store_env(self.redis_server, self.workdir), **self.settings},
         )
         wait_for_log_line(self.log, " ready.", self.process, 60)
 
