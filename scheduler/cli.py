@@ -641,7 +641,16 @@ def main() -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The commands print a failed wake-up as a warning of their own.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_wake_errors)
     app(prog_name="postsched")
+
+
+def _drop_wake_errors(record: logging.LogRecord) -> bool:
+    from scheduler.service import WAKE_ERROR_RECORD
+
+    return not getattr(record, WAKE_ERROR_RECORD, False)
 
 
 if __name__ == "__main__":

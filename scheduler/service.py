@@ -31,6 +31,10 @@ from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
 
+# Attribute set on the log record of a failed wake-up, for callers that
+# report ``PostService.wake_error`` themselves and drop the record.
+WAKE_ERROR_RECORD = "postsched_wake_error"
+
 
 class PostService:
     """Writes posts through the store, then wakes the check chain for them."""
@@ -294,4 +298,5 @@ class PostService:
                 "stored %d post(s) but could not wake the check chain: %s; a worker arms it when Redis is reachable",
                 len(posts),
                 exc,
+                extra={WAKE_ERROR_RECORD: True},
             )

@@ -210,6 +210,25 @@ def test_schedule_with_broker_down_stores_once(
     assert len(store.list_posts()) == 1
 
 
+def test_broker_down_warns_once(store: SqlStore, cli_env: Settings) -> None:
+    env = {
+        **os.environ,
+        "POSTSCHED_BROKER_URL": "redis://127.0.0.1:1/0",
+        "POSTSCHED_RESULT_BACKEND": "redis://127.0.0.1:1/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "schedule", "hello", "--at", future()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("could not wake") == 0
+    assert result.stderr.count("could not be woken") == 1
+    assert len(store.list_posts()) == 1
+
+
 def test_schedule_starts_no_embedded_redis(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
