@@ -170,7 +170,9 @@ def _service() -> PostService:
 
 def _print_status(report: StatusReport) -> None:
     table = Table("", "", show_header=False, box=None)
-    if report.check is None:
+    if report.redis_error is not None:
+        table.add_row("check", "unknown: Redis is unreachable")
+    elif report.check is None:
         table.add_row("check", "none recorded")
     else:
         lease = "lease live" if report.check_lease_live else "no lease"
@@ -188,11 +190,12 @@ def _print_status(report: StatusReport) -> None:
     table.add_row("oldest overdue", f"{report.oldest_overdue_s:.1f} s")
     for post_status in PostStatus:
         table.add_row(str(post_status), str(report.counts.get(post_status, 0)))
-    verdict = (
-        Text("healthy", style="green")
-        if report.healthy
-        else Text("posts are overdue and no live check exists", style="bold red")
-    )
+    if report.redis_error is not None:
+        verdict = Text("unknown: Redis is unreachable", style="bold red")
+    elif report.healthy:
+        verdict = Text("healthy", style="green")
+    else:
+        verdict = Text("posts are overdue and no live check exists", style="bold red")
     table.add_row("chain", verdict)
     console.print(table)
 
@@ -564,7 +567,8 @@ def status(
 ) -> None:
     """Show the recorded check, the next due post and the counts by status.
 
-    Exits with 1 when posts are overdue and no live check will claim them.
+    Exits with 1 when posts are overdue and no live check will claim them,
+    and with 3 when Redis is unreachable, after showing the store's part.
     """
     from scheduler.status import read_status
 
@@ -575,6 +579,11 @@ def status(
         print(json.dumps(report.as_dict()))
     else:
         _print_status(report)
+    if report.redis_error is not None:
+        _fail(
+            f"cannot reach Redis: {report.redis_error}; {_redis_fix()}",
+            EXIT_UNAVAILABLE,
+        )
     if not report.healthy:
         raise typer.Exit(EXIT_FAILED)
 

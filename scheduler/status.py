@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import kombu.exceptions
+import redis
+
 from scheduler.chain import Chain, CheckRecord
 from scheduler.model import Post, PostStatus
 from scheduler.store.base import Store
@@ -24,6 +27,8 @@ class StatusReport:
     next_post: Post | None
     counts: dict[PostStatus, int]
     lost_grace_s: float
+    # Why the chain's record could not be read, when Redis was unreachable.
+    redis_error: str | None = None
 
     @property
     def oldest_overdue_s(self) -> float:
@@ -43,7 +48,9 @@ class StatusReport:
 
     @property
     def healthy(self) -> bool:
-        """False when posts are overdue and no live check will claim them."""
+        """False when posts are overdue and no live check will claim them, or Redis is unreachable."""
+        if self.redis_error is not None:
+            return False
         return self.check_alive or self.oldest_overdue_s <= OVERDUE_TOLERANCE_S
 
     def as_dict(self) -> dict[str, object]:
@@ -68,6 +75,7 @@ class StatusReport:
             "check_alive": self.check_alive,
             "next_post": next_post,
             "oldest_overdue_s": round(self.oldest_overdue_s, 3),
+            "redis_error": self.redis_error,
             # Every status, with 0 for those no post is in, so the keys are stable.
             "counts": {
                 str(status): self.counts.get(status, 0) for status in PostStatus
@@ -85,13 +93,23 @@ def is_check_alive(
 
 
 def read_status(store: Store, chain: Chain, now: datetime) -> StatusReport:
-    """Collect the status report from the store and the chain's record."""
-    record = chain.current()
+    """Collect the status report from the store and the chain's record.
+
+    When Redis is unreachable, the report has the store's part, no check,
+    and the error in ``redis_error``.
+    """
+    record = None
     state = None
     lease_live = False
-    if record is not None:
-        lease_live = chain.is_running(record.task_id)
-        state = chain.check_state(record.task_id)
+    redis_error = None
+    try:
+        record = chain.current()
+        if record is not None:
+            lease_live = chain.is_running(record.task_id)
+            state = chain.check_state(record.task_id)
+    except (redis.RedisError, kombu.exceptions.KombuError, OSError) as exc:
+        record, state, lease_live = None, None, False
+        redis_error = str(exc)
     upcoming = store.list_posts(status=PostStatus.SCHEDULED, limit=1)
     return StatusReport(
         now=now,
@@ -101,4 +119,5 @@ def read_status(store: Store, chain: Chain, now: datetime) -> StatusReport:
         next_post=upcoming[0] if upcoming else None,
         counts=store.count_by_status(),
         lost_grace_s=chain.lost_grace_s,
+        redis_error=redis_error,
     )

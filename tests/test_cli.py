@@ -358,6 +358,7 @@ def test_status_json_keys(store: SqlStore) -> None:
         "check_alive",
         "next_post",
         "oldest_overdue_s",
+        "redis_error",
         "counts",
     }
     assert report["counts"] == {
@@ -454,11 +455,29 @@ def test_unreachable_redis_exits_3(
 ) -> None:
     monkeypatch.setenv("POSTSCHED_BROKER_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("POSTSCHED_RESULT_BACKEND", "redis://127.0.0.1:1/0")
-    code, output = invoke("status", "--json")
-    assert code == EXIT_UNAVAILABLE
-    assert "cannot reach Redis" in output
-    assert "POSTSCHED_BROKER_URL and POSTSCHED_RESULT_BACKEND is running" in output
-    assert "embedded" not in output
+    store.add(
+        [
+            Post(
+                id="0" * 32,
+                target="outbox:main",
+                content="stored while Redis is down",
+                due_at=utc_now() + timedelta(minutes=10),
+                timezone="UTC",
+            )
+        ]
+    )
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == EXIT_UNAVAILABLE
+    report = json.loads(result.stdout)
+    assert report["counts"]["scheduled"] == 1
+    assert report["check"] is None
+    assert report["healthy"] is False
+    assert "127.0.0.1:1" in report["redis_error"]
+    assert "cannot reach Redis" in result.stderr
+    assert (
+        "POSTSCHED_BROKER_URL and POSTSCHED_RESULT_BACKEND is running" in result.stderr
+    )
+    assert "embedded" not in result.stderr
 
 
 def test_invalid_setting_exits_2(

@@ -59,12 +59,15 @@ def read_health(celery_app: PostschedCelery, probes: ProbeLog) -> Health:
     if overdue is not None:
         try:
             status = read_status(runtime.store, runtime.chain, now)
-            chain_alive = status.check_alive
-            healthy = status.healthy
         except (redis.RedisError, StoreUnavailableError) as exc:
             probes.failed("result backend", exc)
         else:
-            probes.succeeded("result backend")
+            if status.redis_error is not None:
+                probes.failed("result backend", status.redis_error)
+            else:
+                chain_alive = status.check_alive
+                healthy = status.healthy
+                probes.succeeded("result backend")
     if overdue and chain_alive is False:
         logger.warning(
             "health: %d post(s) overdue and no live check will claim them", overdue
@@ -105,11 +108,11 @@ class ProbeLog:
     def __init__(self) -> None:
         self._failing: set[str] = set()
 
-    def failed(self, part: str, exc: Exception) -> None:
-        """Log that the probe of ``part`` failed with ``exc``."""
+    def failed(self, part: str, error: Exception | str) -> None:
+        """Log that the probe of ``part`` failed with ``error``."""
         level = logging.DEBUG if part in self._failing else logging.WARNING
         self._failing.add(part)
-        logger.log(level, "health: cannot reach the %s: %s", part, exc)
+        logger.log(level, "health: cannot reach the %s: %s", part, error)
 
     def succeeded(self, part: str) -> None:
         """Log that the probe of ``part`` succeeded, when it had failed before."""
