@@ -91,13 +91,22 @@ def handle(name: str, payload: object, service: PostService) -> dict[str, Any]:
         return _error_reply(_first_pydantic_error(exc))
     except ValidationError as exc:
         return _error_reply(exc.to_dict())
-    except (PostNotFoundError, InvalidStateError) as exc:
+    except PostNotFoundError as exc:
+        return _error_reply(
+            {
+                "field": "id",
+                "value": exc.post_id,
+                "reason": "no post has this id",
+                "fix": "use the id that postsched.schedule_post returned",
+            }
+        )
+    except InvalidStateError as exc:
         return _error_reply(
             {
                 "field": "id",
                 "value": str(getattr(exc, "post_id", "")),
                 "reason": str(exc),
-                "fix": "",
+                "fix": "read the post's status with postsched.get_post",
             }
         )
     return {"ok": True, "post": post_to_dict(post)}
@@ -122,6 +131,7 @@ def schedule_from_payload(service: PostService, request: SchedulePost) -> Post:
         due_at=request.due_at,
         timezone=request.timezone,
         link=request.link,
+        publish_now=request.publish_now,
     )
 
 
@@ -135,6 +145,21 @@ _OPERATIONS: dict[str, Callable[[PostService, Any], Post]] = {
 }
 
 
+def wrong_arguments_reply(
+    name: str, args: tuple[object, ...], kwargs: dict[str, object]
+) -> dict[str, Any]:
+    """Return the error reply to task ``name`` sent with other arguments than one payload."""
+    return _error_reply(
+        ValidationError(
+            "payload",
+            {"args": list(args), "kwargs": kwargs},
+            f"{name} takes one JSON object as its only argument, "
+            f"got {len(args)} positional and {len(kwargs)} keyword argument(s)",
+            "send args=[payload], with the payload described in docs/schemas",
+        ).to_dict()
+    )
+
+
 def _error_reply(error: dict[str, str]) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
@@ -142,12 +167,12 @@ def _error_reply(error: dict[str, str]) -> dict[str, Any]:
 def _first_pydantic_error(exc: pydantic.ValidationError) -> dict[str, str]:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"]) or "payload"
-    return {
-        "field": field,
-        "value": repr(error.get("input"))[:80],
-        "reason": error["msg"],
-        "fix": "see the payload's JSON Schema in docs/schemas",
-    }
+    return ValidationError(
+        field,
+        error.get("input"),
+        error["msg"],
+        "see the payload's JSON Schema in docs/schemas",
+    ).to_dict()
 
 
 def write_schemas(folder: Path) -> list[Path]:

@@ -22,7 +22,6 @@ from scheduler.model import (
     PostStatus,
     optional_utc,
     to_utc,
-    utc_now,
 )
 from scheduler.service import PostService
 from tasks.app import PostschedCelery, create_app
@@ -93,7 +92,7 @@ class PostschedClient:
     ) -> Post:
         """Validate and store one post due now, and wake the chain for it."""
         return self._service.schedule(
-            target=target, content=content, due_at=utc_now(), link=link
+            target=target, content=content, due_at=None, link=link, publish_now=True
         )
 
     def get(self, post_id: str) -> Post:

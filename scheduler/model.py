@@ -309,7 +309,7 @@ def validate_content(
             "contains a NUL character",
             "remove the NUL (\\x00) characters",
         )
-    _check_encodable("content", content)
+    check_encodable("content", content)
     limit = rules.max_length(target)
     length = rules.content_length(target, content, link)
     if length > limit and length == len(content):
@@ -329,7 +329,7 @@ def validate_content(
     return content
 
 
-def _check_encodable(field: str, text: str) -> None:
+def check_encodable(field: str, text: str) -> None:
     """Raise ValidationError when ``text`` contains a lone surrogate, which UTF-8 cannot encode."""
     try:
         text.encode("utf-8")
@@ -348,7 +348,7 @@ def validate_link(link: object) -> str | None:
         return None
     if not isinstance(link, str):
         raise ValidationError("link", link, "not a string", "pass the link as a string")
-    _check_encodable("link", link)
+    check_encodable("link", link)
     try:
         parts = urlsplit(link)
         port_ok = parts.hostname is not None and (parts.port is None or parts.port > 0)
@@ -404,7 +404,7 @@ def check_not_past(due_utc: datetime, now: datetime, written: object) -> None:
             "due_at",
             shown,
             f"{late_s:.0f} s in the past",
-            "give a future time, or ask to publish it now (--now)",
+            "give a future time, or publish it now: publish_now in the API, --now on the command line",
         )
 
 

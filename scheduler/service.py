@@ -19,6 +19,7 @@ from scheduler.model import (
     Attempt,
     Post,
     PostStatus,
+    check_encodable,
     check_not_past,
     new_post,
     resolve_due_at,
@@ -54,11 +55,28 @@ class PostService:
         due_at: datetime | str | None,
         timezone: str | None = None,
         link: str | None = None,
+        publish_now: bool = False,
     ) -> Post:
         """Validate and store one post, and make sure a check runs when it is due.
 
-        ``due_at`` None publishes the post now.
+        The post is due at ``due_at``, or now with ``publish_now``; giving
+        both or neither raises ValidationError, so a due time that is None by
+        mistake never publishes a post at once.
         """
+        if publish_now and due_at is not None:
+            raise ValidationError(
+                "due_at",
+                due_at,
+                "a due time was given together with publish now",
+                "give either a due time or publish now, not both",
+            )
+        if not publish_now and due_at is None:
+            raise ValidationError(
+                "due_at",
+                None,
+                "missing",
+                "give a due time, or publish now (publish_now, or --now on the command line)",
+            )
         if due_at is None:
             due_at = utc_now()
         post = new_post(
@@ -92,6 +110,7 @@ class PostService:
 
     def cancel(self, post_id: str) -> Post:
         """Cancel a scheduled post."""
+        check_encodable("id", post_id)
         post = self.store.cancel(post_id, utc_now())
         logger.info("cancelled post %s", post_id)
         return post
@@ -124,19 +143,20 @@ class PostService:
         ``""`` removes the link. ``timezone`` is the zone of a ``due_at``
         written without an offset. A new due time wakes the chain.
         """
-        if content is None and link is None and due_at is None:
-            raise ValidationError(
-                "changes",
-                {},
-                "no change given",
-                "give a new content, link or due_at",
-            )
+        check_encodable("id", post_id)
         if timezone is not None and due_at is None:
             raise ValidationError(
                 "timezone",
                 timezone,
                 "given without due_at",
                 "give the due_at that the time zone applies to, or leave timezone out",
+            )
+        if content is None and link is None and due_at is None:
+            raise ValidationError(
+                "changes",
+                {},
+                "no change given",
+                "give a new content, link or due_at",
             )
         now = utc_now()
         changes: dict[str, object] = {"updated_at": now}
@@ -189,6 +209,7 @@ class PostService:
             "updated_at": now,
         }
         allowed = {PostStatus.FAILED, PostStatus.UNCONFIRMED, PostStatus.MISSED}
+        check_encodable("id", post_id)
         post = self.store.update_where(post_id, allowed, "retry", changes)
         logger.info("post %s will be published again now, by operator request", post_id)
         self._wake_for([post])
@@ -205,6 +226,7 @@ class PostService:
             "updated_at": now,
         }
         allowed = {PostStatus.UNCONFIRMED, PostStatus.FAILED}
+        check_encodable("id", post_id)
         post = self.store.update_where(post_id, allowed, "mark published", changes)
         logger.info("post %s marked published at %s by operator request", post_id, url)
         return post
@@ -252,10 +274,12 @@ class PostService:
 
     def get(self, post_id: str) -> Post:
         """Return the post with id ``post_id``; raise PostNotFoundError when none has it."""
+        check_encodable("id", post_id)
         return self.store.get(post_id)
 
     def show(self, post_id: str) -> tuple[Post, list[Attempt]]:
         """Return a post and its attempts, oldest first."""
+        check_encodable("id", post_id)
         return self.store.get(post_id), self.store.list_attempts(post_id)
 
     def list_posts(
@@ -273,6 +297,10 @@ class PostService:
         ``due_after`` is inclusive, ``due_before`` exclusive, and ``after`` is
         the (due time, id) of the last post of the previous page.
         """
+        if target is not None:
+            check_encodable("target", target)
+        if after is not None:
+            check_encodable("after", after[1])
         return self.store.list_posts(
             status=status,
             target=target,

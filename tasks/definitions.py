@@ -11,7 +11,7 @@ import redis
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from scheduler.api import PAYLOADS, handle
+from scheduler.api import PAYLOADS, handle, wrong_arguments_reply
 from scheduler.check import run_check
 from scheduler.errors import StoreUnavailableError
 from scheduler.keys import CHECK_TASK_NAME, PUBLISH_QUEUE, PUBLISH_TASK_NAME
@@ -155,8 +155,14 @@ def register_tasks(app: PostschedCelery) -> None:
 
 
 def _register_api_task(app: PostschedCelery, name: str) -> None:
-    def api_task(payload: object) -> dict[str, object]:
-        return handle(name, payload, app.runtime.service)
+    def api_task(*args: object, **kwargs: object) -> dict[str, object]:
+        # Any arguments are taken, so that a client that sends the wrong
+        # ones gets the structured error reply instead of a TypeError.
+        if len(args) == 1 and not kwargs:
+            return handle(name, args[0], app.runtime.service)
+        if not args and set(kwargs) == {"payload"}:
+            return handle(name, kwargs["payload"], app.runtime.service)
+        return wrong_arguments_reply(name, args, kwargs)
 
     api_task.__name__ = name.rpartition(".")[2]
     # ApiRequest keeps the post's content out of the task-received event.

@@ -111,7 +111,37 @@ def test_invalid_payload_structured_error(
 def test_cancel_unknown_post_error(celery_app: PostschedCelery, worker: object) -> None:
     reply = call(celery_app, CANCEL_POST, {"id": "missing"})
     assert reply["ok"] is False
-    assert "post missing not found" in reply["error"]["reason"]  # type: ignore[index]
+    error = reply["error"]
+    assert error["value"] == "missing"  # type: ignore[index]
+    assert error["reason"] == "no post has this id"  # type: ignore[index]
+    assert "postsched.schedule_post" in error["fix"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [([], {}), ([{"id": "x"}, {"id": "y"}], {}), ([], {"id": "x"})],
+)
+def test_wrong_arguments_structured_error(
+    celery_app: PostschedCelery,
+    worker: object,
+    args: list[object],
+    kwargs: dict[str, object],
+) -> None:
+    reply = celery_app.send_task(GET_POST, args=args, kwargs=kwargs).get(timeout=15)
+    assert reply["ok"] is False
+    assert reply["error"]["field"] == "payload"
+    assert "takes one JSON object" in reply["error"]["reason"]
+    assert "args=[payload]" in reply["error"]["fix"]
+
+
+def test_payload_as_keyword_accepted(
+    celery_app: PostschedCelery, worker: object
+) -> None:
+    reply = celery_app.send_task(GET_POST, kwargs={"payload": {"id": "0" * 32}}).get(
+        timeout=15
+    )
+    assert reply["ok"] is False
+    assert reply["error"]["reason"] == "no post has this id"
 
 
 def test_schemas_in_docs_are_current(tmp_path: Path) -> None:

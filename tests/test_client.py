@@ -87,6 +87,23 @@ def test_schedule_invalid_stores_nothing(client: PostschedClient) -> None:
     assert client.list_posts() == []
 
 
+def test_schedule_without_due_at_rejected(client: PostschedClient) -> None:
+    with pytest.raises(ValidationError) as raised:
+        client.schedule(target="outbox:main", content="hi", due_at=None)  # type: ignore[arg-type]
+    assert raised.value.field == "due_at"
+    assert raised.value.reason == "missing"
+    assert "publish_now" in raised.value.fix
+    assert client.list_posts() == []
+
+
+@pytest.mark.parametrize("operation", ["get", "show", "cancel"])
+def test_unencodable_id_rejected(client: PostschedClient, operation: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        getattr(client, operation)("\ud800" * 32)
+    assert raised.value.field == "id"
+    assert "lone surrogate" in raised.value.reason
+
+
 def test_schedule_past_rejected(client: PostschedClient) -> None:
     past = (utc_now() - timedelta(minutes=1)).isoformat()
     with pytest.raises(ValidationError, match="in the past"):
