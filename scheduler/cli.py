@@ -11,11 +11,13 @@ import enum
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import kombu.exceptions
 import redis
@@ -44,7 +46,14 @@ from scheduler.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from scheduler.model import Attempt, Post, PostStatus, post_to_dict, utc_now
+from scheduler.model import (
+    Attempt,
+    Post,
+    PostStatus,
+    check_encodable,
+    post_to_dict,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from scheduler.service import PostService
@@ -232,7 +241,12 @@ def schedule(
     with _errors_as_exit_codes():
         service = _service()
         post = service.schedule(
-            target=target, content=content, due_at=at, timezone=tz, link=link
+            target=target,
+            content=content,
+            due_at=at,
+            timezone=tz,
+            link=link,
+            publish_now=now,
         )
     _warn_if_not_woken(service)
     _print_post(
@@ -411,17 +425,34 @@ def import_(
     when standard error is a terminal, and never with --json.
     """
     show_progress = not as_json and error_console.is_terminal
-    with _errors_as_exit_codes(), _import_progress(path, show_progress) as progress:
-        service = _service()
-        report = service.import_csv(
-            path,
-            skip_invalid=skip_invalid,
-            target=target,
-            date_format=date_format.value,
-            tz=tz,
-            progress=progress,
+    guard = _ImportInterruptGuard()
+    try:
+        with _errors_as_exit_codes(), _import_progress(path, show_progress) as bar:
+            service = _service()
+            guard.bar = bar
+            report = service.import_csv(
+                path,
+                skip_invalid=skip_invalid,
+                target=target,
+                date_format=date_format.value,
+                tz=tz,
+                progress=guard,
+            )
+        _warn_if_not_woken(service)
+        _print_import_report(report, path, as_json)
+    except KeyboardInterrupt:
+        _fail("interrupted before the posts were stored; nothing was imported", 130)
+    finally:
+        guard.release()
+    if guard.interrupted:
+        error_console.print(
+            "interrupted after the posts were stored: the import is complete, "
+            "so do not run it again",
+            highlight=False,
         )
-    _warn_if_not_woken(service)
+
+
+def _print_import_report(report: ImportReport, path: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps(_import_report_to_dict(report)))
         return
@@ -431,6 +462,42 @@ def import_(
         f"imported {len(report.posts)} post(s) from {path}, skipped {len(report.errors)} invalid row(s)",
         highlight=False,
     )
+
+
+class _ImportInterruptGuard:
+    """Import progress receiver that holds back Ctrl-C once the store write starts.
+
+    Before the write, Ctrl-C stops the import with nothing stored. From the
+    write on, it is noted and the import finishes and prints its report,
+    because the posts are stored or about to be in one transaction, and a
+    user who saw no report would import them a second time.
+    """
+
+    def __init__(self) -> None:
+        self.bar: _ImportProgressBar | None = None
+        self.interrupted = False
+        self._previous: Any = None
+
+    def lines_read(self, lines: int, bytes_read: int) -> None:
+        """Pass the lines read on to the progress bar, when one is shown."""
+        if self.bar is not None:
+            self.bar.lines_read(lines, bytes_read)
+
+    def storing(self, posts: int) -> None:
+        """Hold back SIGINT from now on, then tell the progress bar."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note_interrupt)
+        if self.bar is not None:
+            self.bar.storing(posts)
+
+    def release(self) -> None:
+        """Restore the SIGINT handler that ``storing`` replaced."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _note_interrupt(self, signum: int, frame: object) -> None:
+        self.interrupted = True
 
 
 def _import_report_to_dict(report: ImportReport) -> dict[str, object]:
@@ -506,6 +573,8 @@ def list_(
 ) -> None:
     """List posts, earliest due first."""
     with _errors_as_exit_codes():
+        if target is not None:
+            check_encodable("target", target)
         store = load_settings().open_store()
         try:
             posts = store.list_posts(status=status, target=target, limit=limit)
@@ -551,6 +620,7 @@ def cancel(
 ) -> None:
     """Cancel a scheduled post."""
     with _errors_as_exit_codes():
+        check_encodable("id", post_id)
         store = load_settings().open_store()
         try:
             post = store.cancel(post_id, utc_now())

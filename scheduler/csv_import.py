@@ -30,6 +30,10 @@ from scheduler.store.base import Store
 logger = logging.getLogger(__name__)
 
 MAX_ROWS = 1_000_000
+# Characters in one line of a file. A longer line is no row of either format
+# (content, link and the rest are far shorter), and reading it whole would
+# take memory without bound, as a file without newlines would.
+MAX_LINE_CHARS = 1_048_576
 MAX_LOGGED_ERRORS = 20
 # Lines read between two progress reports.
 PROGRESS_EVERY_LINES = 1000
@@ -224,16 +228,17 @@ class _TrackedLines:
     """
 
     def __init__(
-        self, lines: Iterable[str], progress: ImportProgress | None = None
+        self, lines: Iterable[str], name: str, progress: ImportProgress | None = None
     ) -> None:
         self._lines = lines
+        self._name = name
         self._progress = progress
         self.invalid_bytes: dict[int, int] = {}
 
     def __iter__(self) -> Iterator[str]:
         byte_offset = 0
         number = 0
-        for number, line in enumerate(self._lines, start=1):
+        for number, line in enumerate(self._bounded_lines(), start=1):
             match = _ESCAPED_BYTE.search(line)
             if match is not None:
                 self.invalid_bytes[number] = byte_offset + _utf8_length(
@@ -247,6 +252,23 @@ class _TrackedLines:
             yield line
         if self._progress is not None:
             self._progress.lines_read(number, byte_offset)
+
+    def _bounded_lines(self) -> Iterator[str]:
+        """Yield the lines, read at most MAX_LINE_CHARS at a time from a stream."""
+        readline = getattr(self._lines, "readline", None)
+        if readline is None:
+            yield from self._lines
+            return
+        number = 0
+        while line := readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise CsvFileError(
+                    f"line {number} of {self._name} is longer than {MAX_LINE_CHARS:,} "
+                    "characters, so it is no CSV row of either format; check that "
+                    "this is the CSV file you meant"
+                )
+            yield line
 
     def first_invalid_byte(self, first_line: int, last_line: int) -> int | None:
         """Return the offset of the first invalid byte in the lines, or None."""
@@ -387,7 +409,7 @@ def _read_records(
     lines: Iterable[str], name: str, progress: ImportProgress | None = None
 ) -> Iterator[_Record]:
     """Yield the CSV records of ``lines`` with the line each one starts on."""
-    tracked = _TrackedLines(lines, progress)
+    tracked = _TrackedLines(lines, name, progress)
     reader = csv.reader(tracked, strict=True)
     last_line = 0
     while True:

@@ -133,9 +133,13 @@ def _shorten(value: Any, limit: int = 80) -> str:
 def _shorten_text(value: Any, limit: int = 80) -> str:
     """Return a string ``value`` as it is, and any other value as Python writes it, cut to ``limit``.
 
-    For JSON answers, where a string value needs no quotes of its own.
+    For JSON answers, where a string value needs no quotes of its own. A lone
+    surrogate, which UTF-8 cannot encode, is written as its escape (\\ud800).
     """
-    return _cut(value if isinstance(value, str) else repr(value), limit)
+    if not isinstance(value, str):
+        return _cut(repr(value), limit)
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _cut(text, limit)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -391,6 +392,59 @@ def test_import_json_report(store: SqlStore, tmp_path: Path) -> None:
     assert len(report["skipped"]) == 1
     assert report["skipped"][0]["line"] == 2
     assert "2030-02-30" in report["skipped"][0]["reason"]
+
+
+def test_interrupt_after_store_reports_import(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv_file = tmp_path / "posts.csv"
+    csv_file.write_text("2030-01-01 10:00,one\n2030-01-02 10:00,two\n")
+    real_add = SqlStore.add
+
+    def add_then_interrupt(self: SqlStore, posts: list[Post]) -> None:
+        real_add(self, posts)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SqlStore, "add", add_then_interrupt)
+    result = CliRunner().invoke(app, ["import", str(csv_file), "--tz", "UTC", "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["imported"] == 2
+    assert len(store.list_posts()) == 2
+    assert "the import is complete" in result.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_while_parsing_imports_nothing(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler import csv_import
+
+    csv_file = tmp_path / "posts.csv"
+    csv_file.write_text("2030-01-01 10:00,one\n")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(csv_import, "parse_csv", interrupted)
+    result = CliRunner().invoke(app, ["import", str(csv_file), "--tz", "UTC"])
+
+    assert result.exit_code == 130
+    assert "nothing was imported" in result.stderr
+    assert result.stdout == ""
+    assert store.list_posts() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["show", "\udcff"], ["cancel", "\udcff"], ["list", "--target", "outbox:\udcff"]],
+)
+def test_undecodable_argument_exits_2(store: SqlStore, args: list[str]) -> None:
+    code, output = invoke(*args)
+    assert code == EXIT_INVALID, output
+    assert "lone surrogate" in output
+    assert "Traceback" not in output
 
 
 def test_reconcile_json_counts_all_outcomes(store: SqlStore) -> None:

@@ -709,3 +709,21 @@ def test_invalid_import_never_reports_storing(
 
     assert progress.reports == [(2, path.stat().st_size)]
     assert progress.stored == []
+
+
+def test_line_without_end_rejected(rules: Publishers, tmp_path: Path) -> None:
+    endless = tmp_path / "endless.csv"
+    endless.write_text("x" * (csv_import.MAX_LINE_CHARS + 10))
+    with pytest.raises(CsvFileError) as caught:
+        parse_csv(endless, rules=rules, now=NOW)
+    message = str(caught.value)
+    assert "line 1 of" in message
+    assert f"longer than {csv_import.MAX_LINE_CHARS:,} characters" in message
+
+
+def test_line_at_limit_parsed(rules: Publishers) -> None:
+    content = "y" * 5000
+    stream = io.StringIO(f"2030-01-01 10:00,{content}\n", newline="")
+    result = parse_csv(stream, rules=rules, tz="UTC", now=NOW)  # type: ignore[arg-type]
+    assert result.errors == []
+    assert result.posts[0].content == content

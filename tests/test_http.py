@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import shutil
 import socket
@@ -262,6 +264,29 @@ def test_date_without_offset_gets_an_example(client: TestClient) -> None:
     assert error["reason"] == "not a date and time with a UTC offset"
     assert "'2026-12-07T09:00:00Z'" in error["fix"]
     assert "\\d{4}" not in problem["detail"]
+
+
+@pytest.mark.parametrize("field", ["content", "link", "due_at", "timezone"])
+def test_lone_surrogate_rejected_not_500(client: TestClient, field: str) -> None:
+    payload = {"target": "outbox:main", "content": "Doors open", "due_at": future()}
+    payload[field] = "a\ud800b"
+    body = json.dumps(payload)  # escapes the surrogate as \ud800
+    response = client.post(
+        "/posts", content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["errors"][0]["field"] == field
+    assert problem["errors"][0]["value"] == "a\\ud800b"
+    assert client.get("/posts").json()["posts"] == []
+
+
+def test_cursor_with_surrogate_rejected(client: TestClient) -> None:
+    raw = json.dumps(["2030-01-01T00:00:00+00:00", "\ud800"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    problem = assert_problem(
+        client.get("/posts", params={"cursor": cursor}), 422, "validation_error"
+    )
+    assert problem["errors"][0]["field"] == "cursor"
 
 
 def test_malformed_post_id_named(client: TestClient) -> None:

@@ -165,6 +165,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise _invalid_cursor(cursor) from exc
     if due_at.utcoffset() is None or not isinstance(post_id, str):
         raise _invalid_cursor(cursor)
+    try:
+        # JSON may escape a lone surrogate, which no stored id contains.
+        post_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _invalid_cursor(cursor) from exc
     return to_utc(due_at, "cursor"), post_id
 
 
