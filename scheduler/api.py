@@ -47,7 +47,8 @@ class SchedulePost(Payload):
         description="ISO 8601 due time with an offset, or without one plus timezone; omit with publish_now",
     )
     timezone: str | None = Field(
-        default=None, description="IANA zone of a due_at written without offset"
+        default=None,
+        description="IANA zone of due_at: needed without an offset, and must have that offset when one is given",
     )
     link: str | None = Field(
         default=None, description="Absolute http(s) URL published with the post"
@@ -69,7 +70,8 @@ class ReschedulePost(Payload):
     id: str = Field(description="Post id, 32 hex digits")
     due_at: str = Field(description="New ISO 8601 due time")
     timezone: str | None = Field(
-        default=None, description="IANA zone of a due_at written without offset"
+        default=None,
+        description="IANA zone of due_at: needed without an offset, and must have that offset when one is given",
     )
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -199,6 +199,24 @@ def to_utc(moment: datetime, field: str) -> datetime:
         ) from exc
 
 
+def _check_offset_in_zone(moment: datetime, zone: tzinfo, timezone: str) -> None:
+    """Raise ValidationError unless ``zone`` has the UTC offset of ``moment`` at that instant.
+
+    Otherwise the post would be shown in a zone its time was not written in.
+    """
+    offset = moment.utcoffset() or timedelta(0)
+    zone_offset = moment.astimezone(zone).utcoffset() or timedelta(0)
+    if offset == zone_offset:
+        return
+    raise ValidationError(
+        "timezone",
+        timezone,
+        f"the due time's UTC offset {_format_offset(offset)} is not the offset of "
+        f"{timezone} at that time, {_format_offset(zone_offset)}",
+        "leave timezone out, or write the due time without an offset or with the zone's offset",
+    )
+
+
 def optional_utc(moment: datetime | None, field: str) -> datetime | None:
     """Return ``to_utc(moment, field)``, or None when ``moment`` is None."""
     return None if moment is None else to_utc(moment, field)
@@ -223,6 +241,8 @@ def _resolve_due_at(
         parsed = value
 
     if parsed.tzinfo is not None and parsed.utcoffset() is not None:
+        if zone is not None:
+            _check_offset_in_zone(parsed, zone, timezone or "")
         zone_name = timezone or _zone_name(parsed)
         return truncate_to_ms(parsed.astimezone(UTC)), zone_name
 

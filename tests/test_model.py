@@ -560,3 +560,18 @@ def test_fold_fix_names_zone_offsets() -> None:
         resolve_due_at("2026-11-01 01:30", "America/New_York")
     assert "'-04:00' for the first occurrence" in caught.value.fix
     assert "'-05:00' for the second" in caught.value.fix
+
+
+def test_offset_not_of_zone_rejected() -> None:
+    with pytest.raises(ValidationError) as raised:
+        resolve_due_at("2030-12-24T18:00:00+01:00", "Asia/Tokyo")
+    assert raised.value.field == "timezone"
+    assert "+01:00 is not the offset of Asia/Tokyo at that time, +09:00" in (
+        raised.value.reason
+    )
+
+
+def test_offset_of_zone_accepted() -> None:
+    due_at, zone = resolve_due_at("2030-12-24T18:00:00+01:00", "Europe/Berlin")
+    assert zone == "Europe/Berlin"
+    assert due_at == datetime(2030, 12, 24, 17, 0, tzinfo=UTC)

@@ -49,7 +49,7 @@ class PostUpdate(BaseModel):
     )
     timezone: str | None = Field(
         default=None,
-        description="IANA zone of a due_at written without offset, given only with due_at",
+        description="IANA zone of due_at, given only with it: needed without an offset, and must have that offset when one is given",
     )
 
 
