@@ -297,6 +297,15 @@ class PostService:
         ``due_after`` is inclusive, ``due_before`` exclusive, and ``after`` is
         the (due time, id) of the last post of the previous page.
         """
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValidationError(
+                "limit",
+                limit,
+                "not a whole number of 1 or more",
+                "give a limit such as 100, or None for every matching post",
+            )
         if target is not None:
             check_encodable("target", target)
         if after is not None:

@@ -104,6 +104,13 @@ def test_unencodable_id_rejected(client: PostschedClient, operation: str) -> Non
     assert "lone surrogate" in raised.value.reason
 
 
+@pytest.mark.parametrize("limit", [0, -1, 2.5, "5", True])
+def test_list_invalid_limit_rejected(client: PostschedClient, limit: object) -> None:
+    with pytest.raises(ValidationError) as raised:
+        client.list_posts(limit=limit)  # type: ignore[arg-type]
+    assert raised.value.field == "limit"
+
+
 def test_schedule_past_rejected(client: PostschedClient) -> None:
     past = (utc_now() - timedelta(minutes=1)).isoformat()
     with pytest.raises(ValidationError, match="in the past"):

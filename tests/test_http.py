@@ -289,6 +289,19 @@ def test_cursor_with_surrogate_rejected(client: TestClient) -> None:
     assert problem["errors"][0]["field"] == "cursor"
 
 
+def test_truncated_json_named(client: TestClient) -> None:
+    response = client.post(
+        "/posts",
+        content=b'{"target":"outbox:main","content":"hi",',
+        headers={"Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    [error] = problem["errors"]
+    assert error["field"] == "body"
+    assert error["reason"].startswith("not valid JSON at character 39")
+    assert error["fix"] == "send one complete JSON object"
+
+
 def test_malformed_post_id_named(client: TestClient) -> None:
     problem = assert_problem(client.get("/posts/not-an-id"), 422, "validation_error")
     [error] = problem["errors"]

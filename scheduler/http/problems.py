@@ -168,6 +168,16 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
 def _field_error(error: Any) -> FieldError:
     """Convert one pydantic error of a request into a FieldError."""
     location = [str(part) for part in error.get("loc", ())]
+    if error.get("type") == "json_invalid":
+        # The location is ("body", character offset), and the input is empty.
+        offset = location[1] if len(location) > 1 else "?"
+        detail = (error.get("ctx") or {}).get("error", "invalid JSON")
+        return FieldError(
+            field="body",
+            value="",
+            reason=f"not valid JSON at character {offset}: {detail}",
+            fix="send one complete JSON object",
+        )
     # The first part is where the field was: body, query, path or header.
     field = ".".join(location[1:]) or (location[0] if location else "request")
     reason, fix = error.get("msg", "invalid"), SPEC_FIX
