@@ -59,9 +59,9 @@ class PostService:
     ) -> Post:
         """Validate and store one post, and make sure a check runs when it is due.
 
-        The post is due at ``due_at``, or now with ``publish_now``; giving
-        both or neither raises ValidationError, so a due time that is None by
-        mistake never publishes a post at once.
+        The post is due at ``due_at``, or now with ``publish_now``. Giving
+        both or neither raises ValidationError. So a due time that is None
+        by mistake never publishes a post at once.
         """
         if publish_now and due_at is not None:
             raise ValidationError(
