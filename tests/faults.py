@@ -35,6 +35,8 @@ REDIS_START_TIMEOUT_S = 10.0
 # Replies arrive in milliseconds; the limit only matters on a loaded machine,
 # because inspect returns as soon as every worker has replied.
 INSPECT_TIMEOUT_S = 10.0
+# Seconds a ping waits for replies before it is sent again.
+PING_TIMEOUT_S = 0.5
 # Celery task states of a check message that has not run yet: never started,
 # or waiting for its next retry.
 WAITING_STATES = frozenset({"PENDING", "RETRY"})
@@ -264,6 +266,26 @@ class RedisServer:
         )
 
 
+def wait_listening(app: PostschedCelery, worker_count: int) -> None:
+    """Wait until ``worker_count`` workers answer a ping, or raise AssertionError.
+
+    A worker logs "ready" before its broadcast subscription is live on a
+    Redis broker, because it sends SUBSCRIBE from its event loop afterwards.
+    A broadcast in between never reaches it, so an inspect sent right after
+    start-up can miss a worker that is running.
+    """
+    deadline = time.monotonic() + INSPECT_TIMEOUT_S
+    while True:
+        replies = app.control.ping(timeout=PING_TIMEOUT_S, limit=worker_count)
+        if len(replies) >= worker_count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(replies)} of {worker_count} workers answered a ping "
+                f"within {INSPECT_TIMEOUT_S} s"
+            )
+
+
 def pending_checks(app: PostschedCelery, worker_count: int) -> list[str]:
     """Return the ids of the check messages that wait in the workers' ETA timers.
 
@@ -273,6 +295,7 @@ def pending_checks(app: PostschedCelery, worker_count: int) -> list[str]:
     replies came in is not counted. Raises AssertionError unless all
     ``worker_count`` workers reply.
     """
+    wait_listening(app, worker_count)
     inspect = app.control.inspect(timeout=INSPECT_TIMEOUT_S, limit=worker_count)
     schedules = inspect.scheduled() or {}
     if len(schedules) != worker_count:
