@@ -520,6 +520,13 @@ def test_wrong_token_rejected(token_client: TestClient, store: SqlStore) -> None
     assert stored(store) == []
 
 
+def test_other_scheme_named(token_client: TestClient) -> None:
+    response = token_client.get("/posts", headers={"Authorization": f"Basic {TOKEN}"})
+    problem = assert_problem(response, 401, "unauthorized")
+    assert "uses the 'Basic' scheme, not Bearer" in problem["detail"]
+    assert TOKEN not in problem["detail"]
+
+
 def test_right_token_accepted(token_client: TestClient) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     payload = {"target": "outbox:main", "content": "hi", "due_at": future()}

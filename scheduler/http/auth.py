@@ -75,9 +75,15 @@ def token_dependency(token: SecretStr | None) -> Callable[..., None]:
         if expected is None:
             return
         if credentials is None:
+            scheme = request.headers.get("Authorization", "").partition(" ")[0]
+            problem = (
+                f"the Authorization header uses the {scheme[:20]!r} scheme, not Bearer"
+                if scheme
+                else "missing bearer token"
+            )
             raise HTTPException(
                 401,
-                "missing bearer token; send the header 'Authorization: Bearer TOKEN' "
+                f"{problem}; send the header 'Authorization: Bearer TOKEN' "
                 "with the server's POSTSCHED_HTTP_TOKEN",
                 headers={"WWW-Authenticate": "Bearer"},
             )
