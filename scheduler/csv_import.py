@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Protocol, TextIO
 
 from scheduler.errors import ImportFileError, PostschedError, RowError, ValidationError
-from scheduler.model import Post, TargetRules, new_post
+from scheduler.model import Post, TargetRules, new_post, resolve_zone
 from scheduler.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,9 @@ def parse_csv(
         raise ValidationError(
             "date_format", date_format, "unknown date format", "use ymd, mdy or dmy"
         )
+    if tz is not None:
+        # Checked once here, or every row would report the same unknown zone.
+        resolve_zone(tz, "tz")
     builder = _PostBuilder(rules, date_format, tz, target, now)
 
     if isinstance(source, str | os.PathLike):
