@@ -48,7 +48,16 @@ class PostschedCelery(Celery):
 
     def close(self) -> None:
         """Close the result backend's connections, then clean up as Celery does."""
-        backend = self._backend_cache
+        # The backend of this thread, or the shared one when it is thread-safe.
+        backend = self._backend
+        consumer = getattr(backend, "__dict__", {}).get("result_consumer")
+        if consumer is not None:
+            consumer.stop()
+            # NOTE: relies on Celery's ResultConsumer internals (5.4 to 5.6).
+            # AsyncResult.__del__ calls cancel_for, which sends UNSUBSCRIBE
+            # on the pub/sub and so opens a new connection once it is
+            # closed; without a pub/sub, cancel_for sends nothing.
+            consumer._pubsub = None
         client = getattr(backend, "__dict__", {}).get("client")
         if client is not None:
             client.connection_pool.disconnect()
