@@ -2,7 +2,7 @@
 
 Redis is the server at ``REDIS_URL`` (default ``redis://127.0.0.1:6379/15``)
 when it answers, otherwise an embedded one started for the session. Each test
-gets the database flushed and a key prefix of its own.
+gets the database flushed before and after it, and a key prefix of its own.
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """Client of the test Redis database, flushed before the test."""
+    """Client of the test Redis database, flushed before and after the test."""
     client = redis.Redis.from_url(redis_py_url(redis_url))
     client.flushdb()
     yield client
+    client.flushdb()
     client.close()
 
 
