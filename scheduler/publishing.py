@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from scheduler.errors import (
     PublishError,
@@ -32,6 +33,8 @@ from scheduler.publishers.base import Publisher, PublishResult
 from scheduler.store.base import PublishedRecord, Store
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_RETRY_AFTER_S = 86_400.0
 # Waits before retrying to record a post the platform already accepted.
@@ -206,27 +209,11 @@ class PendingRecords:
             return
         items, self.items = self.items, []
         batch = [(attempt, record) for _, attempt, record in items]
-        for delay_s in (*RECORD_RETRY_DELAYS_S, None):
-            try:
-                recorded = self.store.record_published(batch)
-            except StoreUnavailableError as exc:
-                if delay_s is None:
-                    logger.error(
-                        "%d published post(s) could not be recorded, %s first: %s",
-                        len(items),
-                        items[0][0].id,
-                        exc,
-                    )
-                    raise
-                logger.warning(
-                    "recording %d published post(s) failed (%s); retrying in %s s",
-                    len(items),
-                    exc,
-                    delay_s,
-                )
-                time.sleep(delay_s)
-                continue
-            break
+        first = items[0][0].id
+        recorded = _retry_while_unavailable(
+            lambda: self.store.record_published(batch),
+            f"{len(items)} published post(s) from {first} on",
+        )
         for post, attempt, record in items:
             _log_recorded(post, attempt.attempt_id, record, post.id in recorded)
         if self.metrics is not None:
@@ -431,41 +418,32 @@ def _record_published(
     The platform has the post now, so giving up here would let the sweep send
     it again once the lease expires; the retries cover a short outage.
     """
-    for delay_s in (*RECORD_RETRY_DELAYS_S, None):
+    recorded = _retry_while_unavailable(
+        lambda: store.mark_published(
+            post.id, attempt_id, result.published_at, result.external_id
+        ),
+        f"published post {post.id} (as {result.external_id})",
+    )
+    record = PublishedRecord(result.published_at, result.external_id)
+    _log_recorded(post, attempt_id, record, recorded)
+
+
+def _retry_while_unavailable(write: Callable[[], T], posts: str) -> T:
+    """Run ``write``, retrying after RECORD_RETRY_DELAYS_S while the store is unreachable.
+
+    ``posts`` names what ``write`` records, for the log. The last failure is
+    logged as an error and raised.
+    """
+    for delay_s in RECORD_RETRY_DELAYS_S:
         try:
-            recorded = store.mark_published(
-                post.id, attempt_id, result.published_at, result.external_id
-            )
+            return write()
         except StoreUnavailableError as exc:
-            if delay_s is None:
-                logger.error(
-                    "post %s was published as %s but could not be recorded: %s",
-                    post.id,
-                    result.external_id,
-                    exc,
-                )
-                raise
             logger.warning(
-                "recording published post %s failed (%s); retrying in %s s",
-                post.id,
-                exc,
-                delay_s,
+                "recording %s failed (%s); retrying in %s s", posts, exc, delay_s
             )
             time.sleep(delay_s)
-            continue
-        if not recorded:
-            logger.error(
-                "post %s was published as %s but its claim %s had ended",
-                post.id,
-                result.external_id,
-                attempt_id,
-            )
-            return
-        lateness_ms = (result.published_at - post.due_at).total_seconds() * 1000
-        logger.info(
-            "published post %s to %s, %.0f ms after its due time",
-            post.id,
-            post.target,
-            lateness_ms,
-        )
-        return
+    try:
+        return write()
+    except StoreUnavailableError as exc:
+        logger.error("%s could not be recorded: %s", posts, exc)
+        raise
