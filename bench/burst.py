@@ -2,8 +2,8 @@
 
 postsched and BullMQ each get 10,000 posts due at one whole second, on one
 private Redis flushed between them. The drain time runs from that due time
-to the end of the last publish (the store's ``published_at`` for postsched,
-the job's completion for BullMQ); the rate is posts divided by the drain time.
+to the end of the last publish: the store's ``published_at`` for postsched,
+the job's completion for BullMQ. The rate is posts divided by the drain time.
 
     .venv/bin/python -m bench.burst
     .venv/bin/python -m bench.burst --posts 2000

@@ -63,12 +63,15 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+# As a shell reports a process stopped by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; "
     f"{EXIT_FAILED} the job failed (a post of 'run' was not published, or was "
     "published twice; for 'status', posts are overdue and no live check exists); "
     f"{EXIT_INVALID} invalid input or settings, and nothing was changed; "
-    f"{EXIT_UNAVAILABLE} the store or Redis could not be reached."
+    f"{EXIT_UNAVAILABLE} the store or Redis could not be reached; "
+    f"{EXIT_INTERRUPTED} 'import' was interrupted before it stored anything."
 )
 
 DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "schedule.csv"
@@ -86,11 +89,11 @@ app = typer.Typer(
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
 )
-# soft_wrap: a message or path longer than the terminal, or than 80 columns
-# when the output is a file or pipe, stays on one line. markup off: post
-# content, file names and values in messages are printed as they are, so
-# text such as "[/]" is neither styling nor an error; styled text is built
-# with Text.
+# soft_wrap keeps a long message or path on one line, also when the output
+# is a file or pipe (80 columns). Markup is off because post content, file
+# names and values in messages must print as they are: text such as "[/]"
+# would otherwise be read as styling or raise an error. Styled text is
+# built with Text.
 console = Console(soft_wrap=True, markup=False)
 error_console = Console(stderr=True, soft_wrap=True, markup=False)
 
@@ -441,7 +444,10 @@ def import_(
         _warn_if_not_woken(service)
         _print_import_report(report, path, as_json)
     except KeyboardInterrupt:
-        _fail("interrupted before the posts were stored; nothing was imported", 130)
+        _fail(
+            "interrupted before the posts were stored; nothing was imported",
+            EXIT_INTERRUPTED,
+        )
     finally:
         guard.release()
     if guard.interrupted:

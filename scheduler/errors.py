@@ -133,7 +133,7 @@ def _shorten(value: Any, limit: int = 80) -> str:
 def _shorten_text(value: Any, limit: int = 80) -> str:
     """Return a string ``value`` as it is, and any other value as Python writes it, cut to ``limit``.
 
-    For JSON answers, where a string value needs no quotes of its own. A lone
+    For JSON responses, where a string value needs no quotes of its own. A lone
     surrogate, which UTF-8 cannot encode, is written as its escape (\\ud800).
     """
     if not isinstance(value, str):

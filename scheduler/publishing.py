@@ -47,7 +47,7 @@ MIN_GROUP_BEGIN = 2
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    """How one attempt to publish a post ended.
+    """Outcome of one attempt to publish a post.
 
     ``published_at`` is the time the platform accepted a published post.
     ``to_record`` is the platform's result of a post sent now that is still

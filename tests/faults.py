@@ -267,7 +267,7 @@ class RedisServer:
 
 
 def wait_listening(app: PostschedCelery, worker_count: int) -> None:
-    """Wait until ``worker_count`` workers answer a ping, or raise AssertionError.
+    """Wait until ``worker_count`` workers reply to a ping, or raise AssertionError.
 
     A worker logs "ready" before its broadcast subscription is live on a
     Redis broker, because it sends SUBSCRIBE from its event loop afterwards.
@@ -281,7 +281,7 @@ def wait_listening(app: PostschedCelery, worker_count: int) -> None:
             return
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"{len(replies)} of {worker_count} workers answered a ping "
+                f"{len(replies)} of {worker_count} workers replied to a ping "
                 f"within {INSPECT_TIMEOUT_S} s"
             )
 

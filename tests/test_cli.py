@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scheduler.cli import EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, app
+from scheduler.cli import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_UNAVAILABLE,
+    app,
+)
 from scheduler.config import Settings
 from scheduler.model import Post, PostStatus, truncate_to_ms, utc_now
 from scheduler.store.sql import SqlStore

@@ -518,7 +518,7 @@ def _without_topology(exc: Exception) -> str:
     """Return the message of ``exc`` without the topology that server selection appends.
 
     A server selection timeout ends with a description of every known
-    server, several lines long, which says nothing more to an operator.
+    server, several lines long, which adds nothing for an operator.
     """
     message = str(exc).split(", Topology Description:")[0]
     return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
