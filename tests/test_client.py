@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from faults import free_port
 
 from scheduler.client import PostschedClient
 from scheduler.config import Settings
@@ -250,12 +250,6 @@ def test_import_bulk_file(client: PostschedClient, tmp_path: object) -> None:
     stored = client.get(report.posts[0].id)
     assert stored.target == "outbox:news"
     assert stored.due_at.isoformat() == "2040-12-24T17:00:00+00:00"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_unreachable_broker_stores_post(settings: Settings) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from faults import free_port
 
 from scheduler.config import Settings
 from scheduler.keys import CHECK_TASK_NAME, PUBLISH_TASK_NAME
@@ -27,12 +27,6 @@ FLOWER_START_TIMEOUT_S = 20.0
 SECRET_CONTENT = "the content must never reach Flower"
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], T], timeout_s: float, what: str) -> T:

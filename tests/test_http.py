@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from faults import free_port
 from httpx import Response
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -575,12 +575,6 @@ def test_health_chain_alive_with_worker(
     health = client.get("/health").json()
     assert health["chain_alive"] is True
     assert health["status"] == "ok"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_health_broker_unreachable(

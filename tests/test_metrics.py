@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import TypeVar
 import httpx
 import pytest
 from celery.contrib.testing.worker import start_worker
+from faults import free_port
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
@@ -47,12 +47,6 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 20.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition still false after {timeout_s} s")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def parse(exposition: str) -> Samples:
